@@ -1,0 +1,63 @@
+"""The few small validators of user input, whose messages say what was expected and what came.
+
+Every public function validates its arguments with these, so that bad input gets a
+``ValueError`` / ``TypeError`` naming the argument, never an ``assert`` or a silent clip.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+
+def check_positive_finite(name: str, value: Any) -> float:
+    """Return ``float(value)`` if it is a finite number > 0, else raise naming ``name``.
+
+    >>> check_positive_finite("temperature", 2)
+    2.0
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} instead.")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r} instead.")
+    return float(value)
+
+
+def check_in_range(name: str, value: Any, low: float, high: float) -> float:
+    """Return ``float(value)`` if ``low <= value <= high``, else raise naming ``name``.
+
+    >>> check_in_range("alpha", 0.1, 0.0, 1.0)
+    0.1
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} instead.")
+    if not (low <= value <= high):  # also rejects NaN
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value!r} instead.")
+    return float(value)
+
+
+def check_positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
+    """Return ``value`` if it is an ``int >= minimum``, else raise naming ``name``.
+
+    >>> check_positive_int("epochs", 3)
+    3
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} instead.")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r} instead.")
+    return value
+
+
+def check_one_of(name: str, value: Any, choices: Iterable[str]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise listing the valid ones.
+
+    >>> check_one_of("reduction", "mean", ("mean", "sum", "none"))
+    'mean'
+    """
+    choices = tuple(choices)
+    if value not in choices:
+        valid = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {valid}; got {value!r} instead.")
+    return value
