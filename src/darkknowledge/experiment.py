@@ -1,0 +1,245 @@
+"""The ``run`` pipeline, top to bottom: data -> teacher(s) -> soft targets -> students -> evaluation -> report.
+
+``run_experiment(config)`` is what ``darkknowledge run [config.yaml]`` calls. With the default config it
+trains on scikit-learn's embedded digits in well under a minute on 2 CPU cores. It
+
+1. loads and splits the data (standardised with training statistics only);
+2. trains the teacher, or an ensemble of teachers (seeds or bootstrap bagging), or loads one from a run folder;
+3. computes the teacher's logits for the transfer set once and caches them on disk (keyed by content);
+4. optionally sweeps temperature / alpha / lr on the validation split and takes the best;
+5. trains the same student, from the same initial weights, alone and by distillation, for every seed;
+6. evaluates everything on the test split and writes ``results.json``, the weights, the logs and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+import darkknowledge
+from darkknowledge.checkpoint import atomic_write_json, load_model, save_model
+from darkknowledge.config import ExperimentConfig
+from darkknowledge.data import load_dataset, prepare_splits
+from darkknowledge.data._types import Splits
+from darkknowledge.distill import distill, sweep
+from darkknowledge.evaluate import evaluate_model
+from darkknowledge.models import build_model, count_parameters
+from darkknowledge.soft_targets import analyse_soft_targets, cached_teacher_logits
+from darkknowledge.teachers import Ensemble, bootstrap_indices, teacher_logits
+from darkknowledge.train import fit
+
+__all__ = ["run_experiment", "format_table", "OutputExistsError"]
+
+
+class OutputExistsError(ValueError):
+    """The output folder already holds a finished run; pass ``force=True`` (``--force``) to overwrite it."""
+
+
+def _describe(model_cfg: Any) -> str:
+    hidden = model_cfg.options.get("hidden")
+    if model_cfg.name == "mlp" and hidden:
+        return f"mlp {'x'.join(str(h) for h in hidden)}"
+    return model_cfg.name
+
+
+def _train_teacher(cfg: ExperimentConfig, data: Splits, out: Path, log: Callable[[str], None]) -> tuple[nn.Module, list[nn.Module], list[dict]]:
+    t = cfg.teacher
+    if t.run_dir is not None:
+        log(f"teacher: loading {t.run_dir}")
+        teacher = load_model(t.run_dir)
+        return teacher, [], []
+    members, histories = [], []
+    for m in range(t.members):
+        model = build_model(t.model.name, input_shape=data.input_shape, num_classes=data.num_classes,
+                            seed=1000 + m, **t.model.options)
+        member_data = data
+        if t.bagging:
+            idx = bootstrap_indices(len(data.y_train), seed=m)
+            member_data = Splits(data.X_train[idx], data.y_train[idx], data.X_val, data.y_val,
+                                 data.X_test, data.y_test, data.class_names)
+        log(f"teacher {m + 1}/{t.members}: {_describe(t.model)}, {count_parameters(model):,} parameters")
+        result = fit(model, member_data, seed=m, out_dir=out / "teacher" / f"member-{m}", **t.train.fit_kwargs())
+        members.append(model)
+        histories.append(result.history)
+    teacher = members[0] if len(members) == 1 else Ensemble(members, combine=t.combine)
+    return teacher, members if len(members) > 1 else [], histories
+
+
+def _aggregate(rows: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
+    """One table row from several seeds: means of the numbers, the first seed's curves and plots."""
+    agg = dict(rows[0])
+    if len(rows) == 1:
+        agg["seeds"], agg["accuracy_std"] = seeds, None
+        return agg
+    for key in ("test_errors", "accuracy", "nll", "ece", "agreement", "kl_to_teacher", "latency_ms_per_sample"):
+        values = [r[key] for r in rows if r.get(key) is not None]
+        if values:
+            agg[key] = statistics.fmean(values)
+    agg["test_errors_std"] = statistics.stdev([r["test_errors"] for r in rows])
+    agg["accuracy_std"] = statistics.stdev([r["accuracy"] for r in rows])
+    agg["per_seed"] = [{"seed": s, "test_errors": r["test_errors"], "accuracy": r["accuracy"]} for s, r in zip(seeds, rows)]
+    agg["seeds"] = seeds
+    return agg
+
+
+def format_table(models: list[dict[str, Any]]) -> str:
+    """The Hinton-style results table as aligned plain text."""
+    head = ["model", "params", "test errors", "accuracy", "NLL", "ECE", "agreement", "KL to teacher", "latency/sample"]
+    lines = []
+    for m in models:
+        errors = f"{m['test_errors']:.1f}" if isinstance(m["test_errors"], float) else str(m["test_errors"])
+        if m.get("test_errors_std") is not None:
+            errors += f" ± {m['test_errors_std']:.1f}"
+        acc = f"{100 * m['accuracy']:.2f} %"
+        if m.get("accuracy_std") is not None:
+            acc += f" ± {100 * m['accuracy_std']:.2f}"
+        lines.append([
+            m["name"], f"{m['params']:,}", f"{errors} / {m['n_test']}", acc, f"{m['nll']:.4f}", f"{m['ece']:.4f}",
+            "—" if m.get("agreement") is None else f"{100 * m['agreement']:.2f} %",
+            "—" if m.get("kl_to_teacher") is None else f"{m['kl_to_teacher']:.4f}",
+            f"{1000 * m['latency_ms_per_sample']:.2f} µs",
+        ])
+    widths = [max(len(r[i]) for r in [head, *lines]) for i in range(len(head))]
+    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    return "\n".join([fmt(head), "  ".join("-" * w for w in widths), *map(fmt, lines)])
+
+
+def run_experiment(
+    config: ExperimentConfig | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the whole pipeline and return the results dict (also written to ``<out_dir>/results.json``)."""
+    cfg = config or ExperimentConfig()
+    out = Path(out_dir if out_dir is not None else cfg.out_dir)
+    if (out / "results.json").exists() and not force:
+        raise OutputExistsError(f"output folder {str(out)!r} already holds a run (results.json); pass --force to overwrite it or choose another --out.")
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    timing: dict[str, float] = {}
+
+    # 1. data
+    ds_cfg = cfg.dataset
+    dataset = load_dataset(ds_cfg.name, data_dir=ds_cfg.data_dir, download=ds_cfg.download,
+                           **({"label_column": ds_cfg.label_column} if ds_cfg.label_column else {}))
+    data = prepare_splits(dataset, val_fraction=ds_cfg.val_fraction, seed=ds_cfg.split_seed, standardize=ds_cfg.standardize)
+    if data.X_test is None:
+        raise ValueError(f"dataset {ds_cfg.name!r} has no test split; the run evaluates on a held-out test split.")
+    log(f"data: {dataset.name}, {len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test, "
+        f"{data.num_classes} classes, input {data.input_shape}")
+
+    # 2. teacher(s)
+    t0 = time.perf_counter()
+    teacher, members, teacher_histories = _train_teacher(cfg, data, out, log)
+    timing["teacher_seconds"] = time.perf_counter() - t0
+    if not cfg.teacher.run_dir:
+        for i, member in enumerate(members or [teacher]):
+            save_model(out / "teacher" / (f"member-{i}" if members else "member-0"), member, spec=getattr(member, "spec", None))
+
+    # 3. soft targets, once
+    t0 = time.perf_counter()
+    st = cfg.soft_targets
+    logits_train = cached_teacher_logits(teacher, data.X_train, cache_dir=out / "cache", dtype=st.dtype, top_k=st.top_k, split="train")
+    logits_test = teacher_logits(teacher, data.X_test)  # (N_test, C)
+    timing["soft_targets_seconds"] = time.perf_counter() - t0
+
+    # 4. temperature / alpha sweep on the validation split
+    dcfg, scfg = cfg.distill, cfg.student
+    train_kwargs = scfg.train.fit_kwargs()
+    make_student = lambda seed=cfg.seeds[0]: build_model(scfg.model.name, input_shape=data.input_shape,
+                                                          num_classes=data.num_classes, seed=seed, **scfg.model.options)
+    temperature, alpha, distill_lr = dcfg.temperature, dcfg.alpha, dcfg.lr or train_kwargs["lr"]
+    sweep_rows, sweep_best = [], None
+    if dcfg.sweep.temperatures and dcfg.sweep.alphas:
+        t0 = time.perf_counter()
+        sweep_kwargs = {k: v for k, v in train_kwargs.items() if k not in ("lr", "max_grad_norm")}
+        if dcfg.sweep.epochs:
+            sweep_kwargs["epochs"] = dcfg.sweep.epochs
+        result = sweep(make_student, logits_train, data, temperatures=dcfg.sweep.temperatures, alphas=dcfg.sweep.alphas,
+                       lrs=dcfg.sweep.lrs or [distill_lr], divergence=dcfg.divergence, seed=cfg.seeds[0],
+                       max_grad_norm=dcfg.max_grad_norm, **sweep_kwargs)
+        sweep_rows, sweep_best = result.rows, result.best
+        if sweep_best is not None:
+            temperature, alpha, distill_lr = sweep_best["temperature"], sweep_best["alpha"], sweep_best["lr"]
+            log(f"sweep: best T = {temperature:g}, alpha = {alpha:g}, lr = {distill_lr:g} "
+                f"(validation accuracy {100 * sweep_best['val_accuracy']:.2f} %, {len(sweep_rows)} tried)")
+        timing["sweep_seconds"] = time.perf_counter() - t0
+
+    # 5. students, alone and distilled, from the same initial weights, for every seed
+    alone_rows, distilled_rows, alone_hist, distilled_hist = [], [], None, None
+    timing["student_alone_seconds"] = timing["student_distilled_seconds"] = 0.0
+    for seed in cfg.seeds:
+        student = make_student(seed)
+        t0 = time.perf_counter()
+        res = fit(student, data, seed=seed, out_dir=out / "student-alone" / f"seed-{seed}", **train_kwargs)
+        timing["student_alone_seconds"] += time.perf_counter() - t0
+        save_model(out / "student-alone" / f"seed-{seed}", student, spec=getattr(student, "spec", None))
+        alone_rows.append(evaluate_model(student, data.X_test, data.y_test, teacher_logits=logits_test))
+        alone_hist = alone_hist or res.history
+
+        student = make_student(seed)
+        t0 = time.perf_counter()
+        kwargs = dict(train_kwargs, lr=distill_lr, max_grad_norm=dcfg.max_grad_norm)
+        dres = distill(student, logits_train, data, temperature=temperature, alpha=alpha, divergence=dcfg.divergence,
+                       transfer=dcfg.transfer, transfer_fraction=dcfg.transfer_fraction, omit_class=dcfg.omit_class,
+                       seed=seed, out_dir=out / "student-distilled" / f"seed-{seed}", **kwargs)
+        timing["student_distilled_seconds"] += time.perf_counter() - t0
+        save_model(out / "student-distilled" / f"seed-{seed}", student, spec=getattr(student, "spec", None))
+        distilled_rows.append(evaluate_model(student, data.X_test, data.y_test, teacher_logits=logits_test))
+        distilled_hist = distilled_hist or dres.history
+        log(f"seed {seed}: student alone {alone_rows[-1]['test_errors']} errors, "
+            f"distilled {distilled_rows[-1]['test_errors']} errors")
+
+    # 6. evaluation, results, report
+    models: list[dict[str, Any]] = []
+    for i, member in enumerate(members):
+        row = evaluate_model(member, data.X_test, data.y_test, teacher_logits=logits_test)
+        models.append(dict(row, name=f"teacher member {i} ({_describe(cfg.teacher.model)})", role="teacher-member",
+                           history=teacher_histories[i], seeds=None, accuracy_std=None))
+    teacher_row = evaluate_model(teacher, data.X_test, data.y_test, teacher_logits=None)
+    teacher_name = (f"teacher ensemble of {len(members)}" if members else f"teacher ({_describe(cfg.teacher.model)})")
+    models.append(dict(teacher_row, name=teacher_name, role="teacher", agreement=None, kl_to_teacher=None,
+                       history=teacher_histories[0] if teacher_histories and not members else [], seeds=None, accuracy_std=None))
+    student_desc = _describe(scfg.model)
+    models.append(dict(_aggregate(alone_rows, cfg.seeds), name=f"student alone ({student_desc})", role="student-alone", history=alone_hist))
+    models.append(dict(_aggregate(distilled_rows, cfg.seeds), name=f"student distilled ({student_desc})",
+                       role="student-distilled", history=distilled_hist))
+
+    err_t = teacher_row["test_errors"]
+    err_a = models[-2]["test_errors"]
+    err_d = models[-1]["test_errors"]
+    gap_closed = (err_a - err_d) / (err_a - err_t) if err_a != err_t else None
+
+    labels_test = data.y_test
+    analysis = analyse_soft_targets(logits_test, labels_test, temperatures=(1, 4, 20), class_names=data.class_names)
+    timing["total_seconds"] = time.perf_counter() - t_start
+    results = {
+        "darkknowledge_version": darkknowledge.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "config": cfg.model_dump(mode="json"),
+        "dataset": {"name": dataset.name, "num_train": len(data.y_train), "num_val": len(data.y_val),
+                    "num_test": len(data.y_test), "num_classes": data.num_classes,
+                    "class_names": list(data.class_names), "input_shape": list(data.input_shape)},
+        "models": models,
+        "distillation": {"temperature": temperature, "alpha": alpha, "lr": distill_lr, "divergence": dcfg.divergence,
+                         "gap_closed": gap_closed},
+        "sweep": sweep_rows,
+        "sweep_best": sweep_best,
+        "soft_targets": analysis,
+        "timing": timing,
+    }
+    atomic_write_json(out / "results.json", results)
+    atomic_write_json(out / "config.json", cfg.model_dump(mode="json"))
+    from darkknowledge.report import render_report
+
+    render_report(results, out / "report.html")
+    return results
