@@ -1,0 +1,80 @@
+"""In-memory minibatches: one epoch of shuffled index tensors.
+
+The notes' recipe for stochastic gradient descent: *randomize the whole data set in terms
+of order, segment it based on batch size, run SGD on batch i, till the end of all batches*;
+*for a new epoch one often reshuffles the data*. Here that is one ``torch.randperm`` per
+epoch, cut into ``torch.split`` views: there is no per-sample Python work, and the training
+loop gathers its minibatch with ``X[idx], y[idx]`` on whatever device the data lives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from darkknowledge._checks import check_positive_int
+
+__all__ = ["minibatches", "num_batches"]
+
+
+def num_batches(n: int, *, batch_size: int, drop_last: bool = False) -> int:
+    """Number of minibatches :func:`minibatches` yields for ``n`` samples.
+
+    ``ceil(n / batch_size)``, or ``floor(n / batch_size)`` with ``drop_last``.
+
+    >>> num_batches(10, batch_size=4), num_batches(10, batch_size=4, drop_last=True)
+    (3, 2)
+    """
+    check_positive_int("n", n)
+    check_positive_int("batch_size", batch_size)
+    return n // batch_size if drop_last else -(-n // batch_size)
+
+
+def minibatches(
+    n: int,
+    *,
+    batch_size: int,
+    shuffle: bool = True,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+) -> Iterator[torch.Tensor]:
+    """Yield the row indices of one epoch of minibatches over ``n`` samples.
+
+    Each call is one epoch: with ``shuffle`` the order is a fresh ``torch.randperm(n)``
+    drawn from ``generator`` (the global torch generator when ``None``), so calling again
+    with the same generator reshuffles. Every index in ``[0, n)`` appears exactly once per
+    epoch (except the ``n mod batch_size`` dropped ones with ``drop_last``).
+
+    Args:
+        n: number of samples (rows of ``X``).
+        batch_size: rows per minibatch; the last one is smaller unless ``drop_last``.
+        shuffle: draw a random order (``False``: ``0, 1, ..., n-1`` in order).
+        generator: CPU ``torch.Generator`` for the permutation (seed it for reproducibility).
+        drop_last: drop the final, incomplete minibatch.
+
+    Yields:
+        ``(B,)`` int64 CPU tensors of row indices, ``B <= batch_size``.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> [idx.tolist() for idx in minibatches(5, batch_size=2, shuffle=False)]
+        [[0, 1], [2, 3], [4]]
+        >>> sorted(torch.cat(list(minibatches(5, batch_size=2, generator=g))).tolist())
+        [0, 1, 2, 3, 4]
+    """
+    check_positive_int("n", n)
+    check_positive_int("batch_size", batch_size)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator or None, got {type(generator).__name__} instead."
+        )
+    if shuffle:
+        order = torch.randperm(n, generator=generator, dtype=torch.int64)  # (n,)
+    else:
+        order = torch.arange(n, dtype=torch.int64)  # (n,)
+    stop = num_batches(n, batch_size=batch_size, drop_last=drop_last)
+    for i, idx in enumerate(torch.split(order, batch_size)):  # views (B,) of the one permutation
+        if i >= stop:
+            break
+        yield idx

@@ -1,0 +1,195 @@
+"""User data sets: a ``.npz`` file of arrays or a ``.csv`` file with a label column.
+
+``.npz`` (read with ``allow_pickle=False``): arrays ``X`` ``(N, ...)`` numeric and ``y``
+``(N,)`` integer class labels in ``0..C-1``; optionally ``X_test`` and ``y_test`` (both or
+neither) and ``class_names`` (``C`` strings). Without ``class_names``, ``C`` is the largest
+label + 1 and the names are ``"0".."C-1"``. Float labels are accepted when integral.
+
+``.csv``: a header row, then one sample per row; the column ``label_column`` (default
+``"label"``) holds the class, every other column a numeric feature. Labels that all read
+as numbers must be integers >= 0 (the names are then ``"0".."C-1"``); otherwise every label
+is taken as a string and the classes are the sorted distinct strings, label ``k`` being the
+``k``-th of them (``["cat", "dog"]`` -> ``cat = 0``, ``dog = 1``). A CSV has no test split.
+
+Features become float32, labels int64; NaN / inf features, negative, non-integral or
+out-of-range labels, mismatched lengths and empty data raise ``ValueError`` naming the array.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ._types import Dataset
+from ._validate import validate_pair
+
+__all__ = ["load_npz", "load_csv"]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_npz(path: str | os.PathLike) -> Dataset:
+    """Load a user ``.npz`` data set (see the module docstring for its layout).
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> folder = tempfile.mkdtemp()
+        >>> path = os.path.join(folder, "toy.npz")
+        >>> np.savez(path, X=np.eye(3), y=np.array([0, 1, 2]))
+        >>> ds = load_npz(path)
+        >>> ds.X_train.dtype, ds.class_names, ds.X_test is None
+        (dtype('float32'), ['0', '1', '2'], True)
+    """
+    path = Path(path)
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    missing = [key for key in ("X", "y") if key not in arrays]
+    if missing:
+        raise ValueError(
+            f"{path.name} must hold arrays 'X' and 'y'; missing {', '.join(map(repr, missing))} "
+            f"(found {sorted(arrays) or 'no arrays'})."
+        )
+    has_test = ("X_test" in arrays, "y_test" in arrays)
+    if has_test[0] != has_test[1]:
+        raise ValueError(
+            f"{path.name} must hold both 'X_test' and 'y_test' or neither, got only "
+            f"{'X_test' if has_test[0] else 'y_test'}."
+        )
+    names = arrays.get("class_names")
+    num_classes = None
+    if names is not None:
+        if names.ndim != 1 or names.size == 0:
+            raise ValueError(
+                f"class_names in {path.name} must be a non-empty 1-d array, got shape "
+                f"{names.shape} instead."
+            )
+        class_names = [str(n) for n in names.tolist()]
+        num_classes = len(class_names)
+    X, y = validate_pair("X", arrays["X"], "y", arrays["y"], num_classes=num_classes)
+    X_test = y_test = None
+    if has_test[0]:
+        X_test, y_test = validate_pair(
+            "X_test", arrays["X_test"], "y_test", arrays["y_test"], num_classes=num_classes
+        )
+        if X_test.shape[1:] != X.shape[1:]:
+            raise ValueError(
+                f"X_test must have the same sample shape as X, {X.shape[1:]}, got "
+                f"{X_test.shape[1:]} instead."
+            )
+    if names is None:
+        high = max(int(y.max()), int(y_test.max()) if y_test is not None else 0)
+        class_names = [str(c) for c in range(high + 1)]
+    shape = {"X_train": list(X.shape)}
+    if X_test is not None:
+        shape["X_test"] = list(X_test.shape)
+    return Dataset(
+        name=path.stem,
+        X_train=X,
+        y_train=y,
+        X_test=X_test,
+        y_test=y_test,
+        class_names=class_names,
+        metadata={"source": str(path), "sha256": _sha256(path), "shape": shape},
+    )
+
+
+def _as_float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def load_csv(path: str | os.PathLike, *, label_column: str = "label") -> Dataset:
+    """Load a user ``.csv`` data set (see the module docstring for the label rules).
+
+    Example:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "pets.csv")
+        >>> with open(path, "w") as f:
+        ...     _ = f.write("weight,species\\n4.1,cat\\n30.5,dog\\n3.9,cat\\n")
+        >>> ds = load_csv(path, label_column="species")
+        >>> ds.class_names, ds.y_train.tolist(), ds.X_train.shape
+        (['cat', 'dog'], [0, 1, 0], (3, 1))
+    """
+    path = Path(path)
+    if not isinstance(label_column, str):
+        raise TypeError(f"label_column must be a string, got {type(label_column).__name__} instead.")
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    rows = [row for row in rows if row]  # blank lines carry nothing
+    if not rows:
+        raise ValueError(f"{path.name} is empty: expected a header row and data rows.")
+    header = [name.strip() for name in rows[0]]
+    if label_column not in header:
+        raise ValueError(
+            f"label_column must be one of the columns of {path.name}, {header}; got "
+            f"{label_column!r} instead."
+        )
+    if len(header) < 2:
+        raise ValueError(f"{path.name} must have at least one feature column besides the label.")
+    data = rows[1:]
+    if not data:
+        raise ValueError(f"{path.name} has a header but no data rows: the data set is empty.")
+    li = header.index(label_column)
+    features, labels = [], []
+    for line, row in enumerate(data, start=2):
+        if len(row) != len(header):
+            raise ValueError(
+                f"{path.name} line {line} has {len(row)} fields: expected {len(header)} "
+                f"like the header."
+            )
+        values = []
+        for col, text in enumerate(row):
+            if col == li:
+                continue
+            value = _as_float(text)
+            if value is None:
+                raise ValueError(
+                    f"{path.name} line {line}, column {header[col]!r} must be a number, got "
+                    f"{text!r} instead."
+                )
+            values.append(value)
+        label = row[li].strip()
+        if label == "":
+            raise ValueError(f"{path.name} line {line} has an empty {label_column!r} value.")
+        features.append(values)
+        labels.append(label)
+
+    numeric = [_as_float(label) for label in labels]
+    if all(v is not None and math.isfinite(v) for v in numeric):
+        y_raw = np.asarray(numeric, dtype=np.float64)
+        label_kind = "integer"
+    else:
+        class_names = sorted(set(labels))
+        index = {name: k for k, name in enumerate(class_names)}
+        y_raw = np.asarray([index[label] for label in labels], dtype=np.int64)
+        label_kind = "strings, sorted"
+    X, y = validate_pair(
+        "X", np.asarray(features, dtype=np.float64), f"column {label_column!r}", y_raw
+    )
+    if label_kind == "integer":
+        class_names = [str(c) for c in range(int(y.max()) + 1)]
+    return Dataset(
+        name=path.stem,
+        X_train=X,
+        y_train=y,
+        X_test=None,
+        y_test=None,
+        class_names=class_names,
+        metadata={
+            "source": str(path),
+            "sha256": _sha256(path),
+            "shape": {"X_train": list(X.shape)},
+            "feature_names": [h for i, h in enumerate(header) if i != li],
+            "label_column": label_column,
+            "labels": label_kind,
+        },
+    )
