@@ -4,7 +4,9 @@ Commands:
 
 * ``info`` — the information-theory calculator: ``entropy``, ``self-information``, ``cross-entropy``,
   ``kl``, ``js`` and the ``softmax`` temperature table;
-* ``challenger`` — the Challenger O-ring logistic regression by maximum likelihood.
+* ``challenger`` — the Challenger O-ring logistic regression by maximum likelihood;
+* ``train`` — fit one model (from flags or a YAML config) and write its run folder;
+* ``run`` — the distillation experiment (teacher, soft targets, students, evaluation, report).
 
 Adding a command: write ``_add_<cmd>_parser(subparsers)``, which registers the sub-parser and sets
 ``handler=_cmd_<cmd>``, and ``_cmd_<cmd>(args) -> int``; then call the former in :func:`_build_parser`.
@@ -30,7 +32,7 @@ from darkknowledge import __version__
 
 __all__ = ["main"]
 
-_USER_ERRORS = (ValueError, TypeError, FileNotFoundError)
+_USER_ERRORS = (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 _BASE_HELP = "log base: 2 (bits, the default), e (nats), 10 (hartleys)"
 
 
@@ -61,6 +63,8 @@ def _build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_info_parser(subparsers)
     _add_challenger_parser(subparsers)
+    _add_train_parser(subparsers)
+    _add_run_parser(subparsers)
     return parser
 
 
@@ -208,4 +212,134 @@ def _cmd_challenger(args: argparse.Namespace) -> int:
             title="Challenger O-ring distress vs temperature",
         )
         print(f"wrote {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# train
+# --------------------------------------------------------------------------------------------
+def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="fit one model and write its run folder (weights, log, checkpoints, summary)",
+        description="Fit one model by minibatch SGD. Flags override the values of an optional YAML config.",
+    )
+    p.add_argument("config", nargs="?", default=None, help="YAML config (keys: dataset, model, train, seed, out_dir)")
+    p.add_argument("--dataset", help="digits, mnist, fashion-mnist, challenger, or a .npz / .csv path")
+    p.add_argument("--data-dir", help="folder holding the dataset's files")
+    p.add_argument("--model", help="model name: linear, logistic, softmax-regression, mlp, cnn")
+    p.add_argument("--hidden", type=int, nargs="+", help="hidden layer sizes of an mlp (or the cnn's dense layer)")
+    p.add_argument("--dropout", type=float, help="dropout probability of hidden layers")
+    p.add_argument("--input-dropout", type=float, help="dropout probability of the input (mlp)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--weight-decay", type=float, help="L2 penalty lambda: w <- (1 - 2 lr lambda) w - lr grad")
+    p.add_argument("--lr-schedule", choices=["constant", "cosine", "onecycle"])
+    p.add_argument("--patience", type=int, dest="early_stopping_patience", help="early-stopping patience in epochs")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", help="run folder to write (default runs/train)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
+    p.set_defaults(handler=_cmd_train)
+
+
+def _train_config_from_args(args: argparse.Namespace):
+    from darkknowledge.config import TrainRunConfig, load_config, parse_config
+
+    cfg = load_config(args.config, TrainRunConfig) if args.config else TrainRunConfig()
+    raw = cfg.model_dump()
+    if args.dataset is not None:
+        raw["dataset"]["name"] = args.dataset
+    if args.data_dir is not None:
+        raw["dataset"]["data_dir"] = args.data_dir
+    if args.model is not None:
+        if args.model != raw["model"]["name"]:
+            raw["model"]["options"] = {}
+        raw["model"]["name"] = args.model
+    for flag, key in (("hidden", "hidden"), ("dropout", "dropout"), ("input_dropout", "input_dropout")):
+        if getattr(args, flag) is not None:
+            raw["model"]["options"][key] = getattr(args, flag)
+    for key in ("epochs", "batch_size", "lr", "momentum", "weight_decay", "lr_schedule", "early_stopping_patience"):
+        if getattr(args, key) is not None:
+            raw["train"][key] = getattr(args, key)
+    if args.seed is not None:
+        raw["seed"] = args.seed
+    if args.out is not None:
+        raw["out_dir"] = args.out
+    return parse_config(raw, TrainRunConfig)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import time
+
+    from darkknowledge.checkpoint import atomic_write_json, save_model
+    from darkknowledge.data import load_dataset, prepare_splits
+    from darkknowledge.evaluate import evaluate_model
+    from darkknowledge.models import build_model, count_parameters
+    from darkknowledge.train import fit
+
+    cfg = _train_config_from_args(args)
+    out = Path(cfg.out_dir)
+    if (out / "summary.json").exists() and not (args.force or args.resume):
+        raise ValueError(f"--out {str(out)!r} already holds a finished run; pass --force to overwrite it or --resume.")
+    ds = cfg.dataset
+    dataset = load_dataset(ds.name, data_dir=ds.data_dir, download=ds.download,
+                           **({"label_column": ds.label_column} if ds.label_column else {}))
+    data = prepare_splits(dataset, val_fraction=ds.val_fraction, seed=ds.split_seed, standardize=ds.standardize)
+    model = build_model(cfg.model.name, input_shape=data.input_shape, num_classes=data.num_classes,
+                        seed=cfg.seed, **cfg.model.options)
+    print(f"{cfg.model.name}: {count_parameters(model):,} parameters; {dataset.name}: "
+          f"{len(data.y_train)} train / {0 if data.y_val is None else len(data.y_val)} val / "
+          f"{0 if data.y_test is None else len(data.y_test)} test")
+    start = time.perf_counter()
+    result = fit(model, data, seed=cfg.seed, out_dir=out, resume=args.resume, **cfg.train.fit_kwargs())
+    seconds = time.perf_counter() - start
+    save_model(out, model, spec=getattr(model, "spec", None))
+    summary = {"config": cfg.model_dump(mode="json"), "params": count_parameters(model),
+               "best_epoch": result.best_epoch, "train_seconds": seconds}
+    if data.X_test is not None:
+        metrics = evaluate_model(model, data.X_test, data.y_test)
+        summary["test"] = {k: metrics[k] for k in ("test_errors", "n_test", "accuracy", "nll", "ece")}
+        print(f"test: {metrics['test_errors']} errors / {metrics['n_test']}, accuracy {100 * metrics['accuracy']:.2f} %, "
+              f"NLL {metrics['nll']:.4f} nats, {seconds:.1f} s ({seconds / max(result.epochs_run, 1):.2f} s/epoch)")
+    atomic_write_json(out / "summary.json", summary)
+    print(f"wrote {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# run
+# --------------------------------------------------------------------------------------------
+def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "run",
+        help="the distillation experiment: teacher, soft targets, students alone and distilled, report",
+        description="Run data -> teacher(s) -> cached soft targets -> students -> evaluation -> report. "
+                    "With no config, the embedded default on scikit-learn's digits.",
+    )
+    p.add_argument("config", nargs="?", default=None, help="YAML config (see configs/); default: digits")
+    p.add_argument("--out", help="run folder (default: the config's out_dir)")
+    p.add_argument("--seeds", type=int, nargs="+", help="override the config's seeds")
+    p.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
+    p.set_defaults(handler=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from darkknowledge.config import ExperimentConfig, load_config
+    from darkknowledge.experiment import format_table, run_experiment
+
+    cfg = load_config(args.config) if args.config else ExperimentConfig()
+    if args.seeds:
+        cfg = cfg.model_copy(update={"seeds": args.seeds})
+    out = Path(args.out or cfg.out_dir)
+    results = run_experiment(cfg, out_dir=out, force=args.force)
+    print()
+    print(format_table(results["models"]))
+    d = results["distillation"]
+    if d.get("gap_closed") is not None:
+        print(f"\ndistillation at T = {d['temperature']:g}, alpha = {d['alpha']:g} closed "
+              f"{100 * d['gap_closed']:.0f} % of the gap between the student alone and the teacher.")
+    print(f"total {results['timing']['total_seconds']:.1f} s; wrote {out / 'results.json'} and {out / 'report.html'}")
     return 0

@@ -292,6 +292,7 @@ def sweep(
         raise ValueError("sweep needs at least one temperature and one alpha.")
     lr_grid = list(lrs) if lrs else [fit_kwargs.pop("lr", 0.05)]
     fit_kwargs.pop("lr", None)
+    fit_kwargs["progress"] = False
     result = SweepResult()
     for temperature, alpha, lr in itertools.product(temperatures, alphas, lr_grid):
         student = make_student()
@@ -299,7 +300,7 @@ def sweep(
         try:
             distill(
                 student, teacher_logits, data, temperature=temperature, alpha=alpha,
-                divergence=divergence, seed=seed, lr=lr, progress=False, **fit_kwargs,
+                divergence=divergence, seed=seed, lr=lr, **fit_kwargs,
             )
             val_loss, val_acc = evaluate_loss_accuracy(student, data.X_val, data.y_val)
             row.update(val_accuracy=float(val_acc), val_nll=float(val_loss), diverged=0.0)

@@ -1,0 +1,677 @@
+"""The training loop of the notes: shuffled minibatch SGD with momentum, weight decay, a learning-rate
+schedule, early stopping that keeps the best-validation weights, checkpoints and resume.
+
+One function, :func:`fit`, reads top to bottom::
+
+    for epoch in 1..epochs:                       # one pass over a fresh permutation of the data
+        for idx in minibatches(N):                #   (B,) row indices
+            loss = loss_fn(model(X[idx]), y[idx], idx)
+            stop if loss is not finite            #   TrainingDivergedError names epoch, step, lr
+            w <- SGD step (momentum, weight decay on weights only), lr <- schedule
+        evaluate on the validation split          # model.eval(), torch.no_grad()
+        keep a copy of the weights at a new low of the validation loss
+        log one JSON line, write a checkpoint     # when out_dir is given
+        stop when the validation loss has not improved for `early_stopping_patience` epochs
+    restore the best weights
+
+Weight decay is the notes' L2 penalty :math:`\\lambda \\lVert w \\rVert^2` on the weights
+(not biases nor normalisation parameters): the gradient gains :math:`2\\lambda w`, and plain
+SGD becomes :math:`w \\leftarrow (1 - 2\\eta\\lambda) w - \\eta \\nabla L`. With torch's SGD that
+is ``weight_decay = 2 * lambda`` on the group of parameters with ``ndim >= 2``.
+
+Losses: ``"cross_entropy"`` (integer class labels, ``(N, C)`` logits), ``"mse"`` (regression:
+float targets; the Gaussian maximum-likelihood fit), ``"bce"`` (binary labels, one logit), or a
+callable ``loss(logits, targets, index) -> scalar`` where ``index`` is the ``(B,)`` int64 tensor
+of the minibatch's rows in ``data.X_train`` (on the training device) -- how distillation looks
+up cached teacher logits. The validation loss is always the plain named loss (cross-entropy
+for a callable), so early stopping means the same thing for a student as for a teacher.
+
+All losses are means over the minibatch, in nats.
+
+Run folder (``out_dir``)::
+
+    config.json                   the resolved configuration (every fit argument but callables, model spec)
+    log.jsonl                     one line per epoch: epoch, loss, accuracy, val_loss, val_accuracy, lr, seconds
+    checkpoint/last.safetensors   the full training state after the last complete epoch (for resume)
+    model.safetensors, model.json the final (best) weights: darkknowledge.checkpoint.load_model(out_dir)
+
+Reference: Goodfellow, Bengio & Courville, *Deep Learning* (2016), sec. 7.1 (weight decay),
+7.8 (early stopping), 8.3 (SGD and momentum); Sutskever et al., *On the importance of
+initialization and momentum in deep learning* (2013).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from darkknowledge._checks import check_in_range, check_one_of, check_positive_finite, check_positive_int
+from darkknowledge.checkpoint import (
+    MODEL_JSON,
+    MODEL_WEIGHTS,
+    atomic_write_json,
+    atomic_write_text,
+    load_training_state,
+    pack_tensors,
+    save_model,
+    save_training_state,
+    unpack_tensors,
+)
+from darkknowledge.data.batches import minibatches, num_batches
+from darkknowledge.schedules import LR_SCHEDULES, build_scheduler
+
+__all__ = [
+    "LOSS_NAMES",
+    "FitResult",
+    "TrainingDivergedError",
+    "evaluate_loss_accuracy",
+    "fit",
+    "make_optimizer",
+    "predict_logits",
+]
+
+#: The valid loss names of :func:`fit` (or pass a callable).
+LOSS_NAMES: tuple[str, ...] = ("cross_entropy", "mse", "bce")
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+_CHECKPOINT = Path("checkpoint") / "last.safetensors"
+# fit arguments that may change between an interrupted run and its resumption
+_RESUME_FREE = {"resume", "progress", "log_every", "out_dir", "device"}
+
+
+class TrainingDivergedError(ValueError):
+    """The training loss became NaN or infinite; the message names the epoch, step and learning rate."""
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns (the model itself is trained in place).
+
+    Attributes:
+        history: one dict per epoch: ``epoch`` (1-based), ``loss`` and ``accuracy`` (training
+            minibatches, in training mode), ``val_loss``, ``val_accuracy`` (``None`` without a
+            validation split; accuracies ``None`` for ``"mse"``), ``lr`` (of the epoch's last step),
+            ``seconds``.
+        best_epoch: epoch whose weights the model holds (lowest validation loss; the last
+            epoch without validation data).
+        best_val_loss, best_val_accuracy: validation metrics of ``best_epoch`` (``None`` without validation).
+        train_seconds: wall time of all epochs (including those before a resume).
+        epochs_run: epochs completed.
+        stopped_early: whether early stopping ended the run before ``epochs``.
+        out_dir: the run folder, if any.
+    """
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_loss: float | None = None
+    best_val_accuracy: float | None = None
+    train_seconds: float = 0.0
+    epochs_run: int = 0
+    stopped_early: bool = False
+    out_dir: str | None = None
+
+
+# ----------------------------------------------------------------------------- losses and metrics
+
+
+def _match(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+    # (N, 1) outputs against (N,) targets (or the reverse): same numbers, one shape.
+    if out.shape == y.shape:
+        return out
+    if out.numel() == y.numel():
+        return out.reshape(y.shape)
+    raise ValueError(
+        f"model output of shape {tuple(out.shape)} does not fit targets of shape {tuple(y.shape)} "
+        f"for loss {loss!r}."
+    )
+
+
+def _loss_sum(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+    """Summed (not mean) named loss, in nats (squared units for mse)."""
+    if loss == "cross_entropy":
+        return F.cross_entropy(out, y, reduction="sum")
+    if loss == "mse":
+        return F.mse_loss(_match(out, y, loss), y.to(out.dtype), reduction="sum")
+    return F.binary_cross_entropy_with_logits(_match(out, y, loss), y.to(out.dtype), reduction="sum")
+
+
+def _num_correct(out: torch.Tensor, y: torch.Tensor, loss: str) -> int | None:
+    if loss == "mse":
+        return None
+    if loss == "bce":
+        return int(((_match(out, y, loss) > 0) == (y > 0.5)).sum())
+    if out.dim() != 2 or y.dim() != 1 or y.is_floating_point():
+        return None
+    return int((out.argmax(dim=1) == y).sum())
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def predict_logits(model: nn.Module, X: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
+    """The model's outputs for every row of ``X``, in ``eval()`` mode under ``torch.no_grad()``.
+
+    Runs in chunks of ``batch_size`` rows on the model's device; the model's train/eval mode
+    is restored afterwards.
+
+    Args:
+        model: maps ``(B, *input_shape)`` to ``(B, C)`` logits (or ``(B,)``).
+        X: ``(N, *input_shape)`` inputs.
+
+    Returns:
+        ``(N, C)`` (or ``(N,)``) logits on ``X``'s device.
+
+    Example:
+        >>> m = torch.nn.Linear(3, 2)
+        >>> predict_logits(m, torch.zeros(5, 3), batch_size=2).shape
+        torch.Size([5, 2])
+    """
+    if not isinstance(X, torch.Tensor):
+        raise TypeError(f"X must be a torch.Tensor, got {type(X).__name__} instead.")
+    check_positive_int("batch_size", batch_size)
+    device = _model_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            chunks = [model(X[i : i + batch_size].to(device)).to(X.device) for i in range(0, len(X), batch_size)]
+    finally:
+        model.train(was_training)
+    if not chunks:
+        raise ValueError("X must have at least one row, got 0 instead.")
+    return torch.cat(chunks)  # (N, C)
+
+
+def evaluate_loss_accuracy(
+    model: nn.Module,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int = 1024,
+    loss: str = "cross_entropy",
+) -> tuple[float, float | None]:
+    """Mean loss and accuracy of ``model`` on ``(X, y)``, in ``eval()`` mode under ``no_grad``.
+
+    Args:
+        X: ``(N, *input_shape)`` inputs; y: ``(N,)`` targets (class ids, 0/1 for ``"bce"``,
+            floats for ``"mse"``).
+        loss: one of :data:`LOSS_NAMES`.
+
+    Returns:
+        ``(mean loss in nats, fraction correct)``; the accuracy is ``None`` for ``"mse"``.
+
+    Example:
+        >>> m = torch.nn.Linear(2, 2, bias=False)
+        >>> _ = m.weight.data.copy_(torch.eye(2))
+        >>> loss, acc = evaluate_loss_accuracy(m, torch.eye(2), torch.tensor([0, 1]))
+        >>> round(loss, 4), acc  # -log(e / (e + 1))
+        (0.3133, 1.0)
+    """
+    check_one_of("loss", loss, LOSS_NAMES)
+    if not isinstance(y, torch.Tensor) or len(y) != len(X):
+        raise ValueError(f"y must be a tensor with one target per row of X ({len(X)}), got {_describe(y)} instead.")
+    out = predict_logits(model, X, batch_size=batch_size)
+    y = y.to(out.device)
+    with torch.no_grad():
+        total = float(_loss_sum(out.double(), y, loss))
+    correct = _num_correct(out, y, loss)
+    return total / len(X), (None if correct is None else correct / len(X))
+
+
+def _describe(x: Any) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"a tensor of shape {tuple(x.shape)}"
+    return type(x).__name__
+
+
+# ----------------------------------------------------------------------------- optimizer
+
+
+def make_optimizer(
+    model: nn.Module, *, lr: float, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0
+) -> torch.optim.SGD:
+    """SGD whose weight decay is the L2 penalty ``weight_decay * ||w||^2`` on the weights only.
+
+    Two parameter groups: weights (``ndim >= 2``: linear and convolution kernels) with torch's
+    ``weight_decay = 2 * weight_decay``, and biases / normalisation parameters without. So
+    one plain step (momentum 0) is ``w <- (1 - 2 lr weight_decay) w - lr grad``.
+
+    >>> opt = make_optimizer(torch.nn.Linear(2, 1), lr=0.1, weight_decay=0.01)
+    >>> [(len(g["params"]), g["weight_decay"]) for g in opt.param_groups]
+    [(1, 0.02), (1, 0.0)]
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters (none with requires_grad=True).")
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [
+        {"params": ps, "weight_decay": wd}
+        for ps, wd in ((decay, 2.0 * weight_decay), (no_decay, 0.0))
+        if ps
+    ]
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+def _check_data(data: Any) -> None:
+    for name in ("X_train", "y_train"):
+        if not isinstance(getattr(data, name, None), torch.Tensor):
+            raise TypeError(
+                f"data.{name} must be a torch.Tensor (data must be a darkknowledge.data Splits), "
+                f"got {_describe(getattr(data, name, None))} instead."
+            )
+    if len(data.X_train) != len(data.y_train) or len(data.X_train) == 0:
+        raise ValueError(
+            f"data.X_train and data.y_train must have the same number (> 0) of rows, "
+            f"got {len(data.X_train)} and {len(data.y_train)} instead."
+        )
+    X_val, y_val = getattr(data, "X_val", None), getattr(data, "y_val", None)
+    if (X_val is None) != (y_val is None) or (X_val is not None and len(X_val) != len(y_val)):
+        raise ValueError(
+            f"data.X_val and data.y_val must both be None or have the same number of rows, "
+            f"got {_describe(X_val)} and {_describe(y_val)} instead."
+        )
+
+
+def _resolve_loss(loss: str | LossFn) -> tuple[str, LossFn, str]:
+    """(name of the validation loss, training loss callable, name stored in the config)."""
+    if callable(loss):
+        return "cross_entropy", loss, f"callable:{getattr(loss, '__qualname__', type(loss).__name__)}"
+    check_one_of("loss", loss, LOSS_NAMES)
+
+    def named(out: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return _loss_sum(out, y, loss) / len(y)
+
+    return loss, named, loss
+
+
+def _targets(y: torch.Tensor, loss: str, name: str) -> torch.Tensor:
+    if loss == "cross_entropy":
+        if y.is_floating_point() or y.dtype == torch.bool:
+            raise TypeError(f"{name} must hold integer class ids for cross-entropy, got dtype {y.dtype} instead.")
+        return y.long()  # int32 -> int64 is exact
+    return y
+
+
+def fit(
+    model: nn.Module,
+    data: Any,
+    *,
+    loss: str | LossFn = "cross_entropy",
+    epochs: int = 20,
+    batch_size: int = 128,
+    lr: float = 0.05,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+    lr_schedule: str = "cosine",
+    warmup_epochs: int = 0,
+    early_stopping_patience: int | None = None,
+    restore_best: bool = True,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
+    log_every: int = 10,
+    device: str | torch.device = "cpu",
+    max_grad_norm: float | None = None,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+) -> FitResult:
+    """Train ``model`` in place on ``data`` with minibatch SGD; return the history and the best epoch.
+
+    Args:
+        model: any ``nn.Module`` mapping ``(B, *input_shape)`` to outputs; if it carries a
+            ``spec`` (from :func:`~darkknowledge.models.build_model`) the spec is saved in
+            ``out_dir`` so :func:`~darkknowledge.checkpoint.load_model` can rebuild it.
+        data: a :class:`~darkknowledge.data._types.Splits` (``X_train``, ``y_train``, optional
+            ``X_val``, ``y_val``); the features' dtype must match the model's.
+        loss: ``"cross_entropy"``, ``"mse"``, ``"bce"`` or a callable ``(logits, targets, index) -> scalar``
+            (``index``: the ``(B,)`` int64 rows of ``data.X_train`` in the minibatch, on ``device``).
+        epochs: passes over the training data.
+        batch_size: rows per minibatch (the last one of an epoch may be smaller).
+        lr: base (peak) learning rate :math:`\\eta`.
+        momentum: heavy-ball momentum in ``[0, 1)``; ``nesterov``: Nesterov's variant (needs momentum > 0).
+        weight_decay: :math:`\\lambda` of the penalty :math:`\\lambda\\lVert w\\rVert^2` on weights (not biases).
+        lr_schedule: ``"constant"``, ``"cosine"`` (to 0 at the end) or ``"onecycle"``, stepped per minibatch.
+        warmup_epochs: epochs of linear warm-up (``< epochs``).
+        early_stopping_patience: stop after this many epochs without a new lowest validation
+            loss (``None``: run all epochs). Needs a validation split.
+        restore_best: with a validation split, end with the weights of the lowest validation loss.
+        seed: ``fit`` calls ``torch.manual_seed(seed)`` (dropout) and seeds its own minibatch
+            ``torch.Generator``; the model's initialisation is seeded where it is built
+            (``build_model(..., seed=...)``). Same seed, same run, bit for bit on the CPU.
+        out_dir: run folder for ``config.json``, ``log.jsonl``, the resume checkpoint and the final model.
+        resume: continue from ``out_dir``'s last complete checkpoint (a fresh start if there is
+            none); the other arguments must equal the interrupted run's (``device``,
+            ``progress``, ``log_every`` excepted). The result equals an uninterrupted run's.
+        progress: a tqdm bar per epoch; ``None``: only when stderr is a terminal.
+        log_every: steps between updates of the bar's running loss.
+        device: where the model and data live during training.
+        max_grad_norm: clip the global gradient 2-norm to this before each step (``None``: no clipping).
+        on_epoch_end: called as ``on_epoch_end(epoch, metrics)`` after each epoch's checkpoint
+            is written; an exception raised there interrupts the run (it can be resumed).
+
+    Returns:
+        A :class:`FitResult`; the model holds the best (or last) weights, in ``eval()`` mode.
+
+    Raises:
+        TrainingDivergedError: the training loss became NaN or infinite (names epoch, step, lr).
+        ValueError / TypeError: invalid arguments or data, or a resume whose configuration differs.
+
+    Example:
+        >>> from darkknowledge.data._types import Splits
+        >>> from darkknowledge.models import build_model
+        >>> X = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+        >>> y = (X[:, 0] > 0).long()
+        >>> model = build_model("softmax-regression", input_shape=(2,), num_classes=2, seed=0)
+        >>> result = fit(model, Splits(X, y, X, y), epochs=5, batch_size=16, lr=0.5)
+        >>> result.epochs_run, result.best_val_accuracy > 0.9
+        (5, True)
+    """
+    # --- validate and resolve the configuration (one place for every setting)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__} instead.")
+    _check_data(data)
+    val_loss_name, loss_fn, loss_label = _resolve_loss(loss)
+    check_positive_int("epochs", epochs)
+    check_positive_int("batch_size", batch_size)
+    check_positive_finite("lr", lr)
+    momentum = check_in_range("momentum", momentum, 0.0, 1.0)
+    if momentum == 1.0:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum!r} instead.")
+    if nesterov and momentum == 0:
+        raise ValueError("nesterov=True needs momentum > 0, got momentum=0.0 instead.")
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)):
+        raise TypeError(f"weight_decay must be a number, got {type(weight_decay).__name__} instead.")
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r} instead.")
+    check_one_of("lr_schedule", lr_schedule, LR_SCHEDULES)
+    check_positive_int("warmup_epochs", warmup_epochs, minimum=0)
+    if warmup_epochs and warmup_epochs >= epochs:
+        raise ValueError(f"warmup_epochs must be < epochs={epochs}, got {warmup_epochs} instead.")
+    has_val = getattr(data, "X_val", None) is not None and len(data.X_val) > 0
+    if early_stopping_patience is not None:
+        check_positive_int("early_stopping_patience", early_stopping_patience)
+        if not has_val:
+            raise ValueError(
+                "early_stopping_patience needs a validation split, but data.X_val is empty or None; "
+                "pass early_stopping_patience=None or add validation data."
+            )
+    check_positive_int("seed", seed, minimum=0)
+    check_positive_int("log_every", log_every)
+    if max_grad_norm is not None:
+        check_positive_finite("max_grad_norm", max_grad_norm)
+    if on_epoch_end is not None and not callable(on_epoch_end):
+        raise TypeError(f"on_epoch_end must be callable or None, got {type(on_epoch_end).__name__} instead.")
+    if progress is None:
+        progress = sys.stderr.isatty()
+    device = torch.device(device)
+
+    spec = getattr(model, "spec", None)
+    config: dict[str, Any] = {
+        "loss": loss_label,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": float(lr),
+        "momentum": momentum,
+        "nesterov": bool(nesterov),
+        "weight_decay": float(weight_decay),
+        "lr_schedule": lr_schedule,
+        "warmup_epochs": warmup_epochs,
+        "early_stopping_patience": early_stopping_patience,
+        "restore_best": bool(restore_best),
+        "seed": seed,
+        "max_grad_norm": None if max_grad_norm is None else float(max_grad_norm),
+        "model_spec": spec.to_dict() if hasattr(spec, "to_dict") else None,
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "data": {
+            "n_train": len(data.X_train),
+            "n_val": len(data.X_val) if has_val else 0,
+            "input_shape": list(data.X_train.shape[1:]),
+        },
+        "device": str(device),
+        "out_dir": None if out_dir is None else str(out_dir),
+        "resume": bool(resume),
+        "progress": bool(progress),
+        "log_every": log_every,
+    }
+
+    # --- check the dtypes agree; data and model on the device
+    param = next(iter(model.parameters()), None)
+    if param is not None and data.X_train.is_floating_point() and param.dtype != data.X_train.dtype:
+        raise TypeError(
+            f"data.X_train is {data.X_train.dtype} but the model's parameters are {param.dtype}; "
+            "convert one to the other (e.g. model.double() or X.float())."
+        )
+    # a callable loss gets the training targets as they are; named losses get them checked
+    y = data.y_train if callable(loss) else _targets(data.y_train, val_loss_name, "data.y_train")
+    y_val = _targets(data.y_val, val_loss_name, "data.y_val") if has_val else None
+    model.to(device)
+    X, y = data.X_train.to(device), y.to(device)  # (N, *input_shape), (N,)
+    X_val = data.X_val.to(device) if has_val else None
+    y_val = y_val.to(device) if has_val else None
+
+    n = len(X)
+    steps_per_epoch = num_batches(n, batch_size=batch_size)
+    optimizer = make_optimizer(model, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+    scheduler = build_scheduler(
+        optimizer,
+        schedule=lr_schedule,
+        total_steps=epochs * steps_per_epoch,
+        warmup_steps=warmup_epochs * steps_per_epoch,
+    )
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+
+    result = FitResult(out_dir=None if out_dir is None else str(out_dir))
+    best_weights: dict[str, torch.Tensor] | None = None
+    start_epoch = 1
+
+    # --- run folder: fresh start or resume from the last complete checkpoint
+    run = Path(out_dir) if out_dir is not None else None
+    if run is not None:
+        ckpt = run / _CHECKPOINT
+        if resume and ckpt.is_file():
+            tensors, state = load_training_state(ckpt)
+            _check_resume_config(state["config"], config, ckpt)
+            model.load_state_dict(_prefixed(tensors, "model."), strict=True)
+            optimizer.load_state_dict(unpack_tensors(state["optimizer"], tensors))
+            scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(tensors["rng.torch"])
+            generator.set_state(tensors["rng.generator"])
+            if device.type == "cuda" and "rng.cuda" in tensors:
+                torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+            best = _prefixed(tensors, "best.")
+            best_weights = {k: v.to(device) for k, v in best.items()} if best else None
+            for key in ("history", "best_epoch", "best_val_loss", "best_val_accuracy", "stopped_early"):
+                setattr(result, key, state[key])
+            start_epoch = len(result.history) + 1
+        else:
+            # a fresh start in a used folder: drop the old run's resume point and final model
+            for stale in (ckpt, run / MODEL_WEIGHTS, run / MODEL_JSON):
+                stale.unlink(missing_ok=True)
+        atomic_write_json(run / "config.json", config)
+        # the log is rewritten from the checkpoint's history, so it never holds an epoch twice
+        atomic_write_text(run / "log.jsonl", "".join(json.dumps(h, allow_nan=False) + "\n" for h in result.history))
+
+    # --- the loop
+    last_lr = optimizer.param_groups[0]["lr"]
+    for epoch in range(start_epoch, epochs + 1):
+        if result.stopped_early:
+            break
+        t0 = time.perf_counter()
+        model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        count_correct = True
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False)
+        for step, idx in enumerate(minibatches(n, batch_size=batch_size, generator=generator), start=1):
+            idx = idx.to(device)  # (B,) rows of X
+            xb, yb = X[idx], y[idx]  # (B, *input_shape), (B,)
+            out = model(xb)  # (B, C) logits
+            batch_loss = loss_fn(out, yb, idx)
+            last_lr = optimizer.param_groups[0]["lr"]
+            if not torch.isfinite(batch_loss).all():
+                bar.close()
+                raise TrainingDivergedError(
+                    f"the training loss became {float(batch_loss.detach().reshape(-1)[0])} at epoch {epoch}, "
+                    f"step {step} (lr={last_lr:.4g}); lower the learning rate or the temperature "
+                    "(or set max_grad_norm)."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            batch_loss.backward()
+            if max_grad_norm is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+
+            b = len(idx)
+            loss_sum += float(batch_loss.detach()) * b
+            seen += b
+            if count_correct:
+                with torch.no_grad():
+                    c = _num_correct(out.detach(), yb, val_loss_name)
+                if c is None:
+                    count_correct = False
+                else:
+                    correct += c
+            bar.update(1)
+            if step % log_every == 0:
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{last_lr:.3g}")
+        bar.close()
+
+        metrics: dict[str, Any] = {
+            "epoch": epoch,
+            "loss": loss_sum / seen,
+            "accuracy": correct / seen if count_correct else None,
+            "val_loss": None,
+            "val_accuracy": None,
+            "lr": last_lr,
+        }
+        if has_val:
+            metrics["val_loss"], metrics["val_accuracy"] = evaluate_loss_accuracy(
+                model, X_val, y_val, loss=val_loss_name
+            )
+            if not math.isfinite(metrics["val_loss"]):
+                raise TrainingDivergedError(
+                    f"the validation loss became {metrics['val_loss']} after epoch {epoch} (lr={last_lr:.4g}); "
+                    "lower the learning rate or the temperature (or set max_grad_norm)."
+                )
+            if result.best_val_loss is None or metrics["val_loss"] < result.best_val_loss:
+                result.best_epoch = epoch
+                result.best_val_loss = metrics["val_loss"]
+                result.best_val_accuracy = metrics["val_accuracy"]
+                best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            result.best_epoch = epoch
+        metrics["seconds"] = time.perf_counter() - t0
+        result.history.append(metrics)
+        if (
+            early_stopping_patience is not None
+            and epoch < epochs
+            and epoch - result.best_epoch >= early_stopping_patience
+        ):
+            result.stopped_early = True
+        if progress:
+            tqdm.write(_format_metrics(metrics, epochs), file=sys.stderr)
+
+        if run is not None:
+            _save_checkpoint(run / _CHECKPOINT, model, optimizer, scheduler, generator, best_weights, result, config, device)
+            with open(run / "log.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(metrics, allow_nan=False) + "\n")
+                f.flush()
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, dict(metrics))
+
+    # --- the best weights, the summary, the final model file
+    if has_val and restore_best and best_weights is not None:
+        model.load_state_dict(best_weights)
+    else:
+        result.best_epoch = len(result.history)
+        if has_val and result.history:
+            result.best_val_loss = result.history[-1]["val_loss"]
+            result.best_val_accuracy = result.history[-1]["val_accuracy"]
+    result.epochs_run = len(result.history)
+    result.train_seconds = sum(h["seconds"] for h in result.history)
+    model.eval()
+    if run is not None:
+        save_model(
+            run,
+            model,
+            metadata={
+                "best_epoch": result.best_epoch,
+                "best_val_loss": result.best_val_loss,
+                "best_val_accuracy": result.best_val_accuracy,
+                "epochs_run": result.epochs_run,
+                "stopped_early": result.stopped_early,
+            },
+        )
+    return result
+
+
+def _format_metrics(m: dict[str, Any], epochs: int) -> str:
+    parts = [f"epoch {m['epoch']}/{epochs}", f"loss {m['loss']:.4f}"]
+    if m["accuracy"] is not None:
+        parts.append(f"acc {m['accuracy']:.4f}")
+    if m["val_loss"] is not None:
+        parts.append(f"val_loss {m['val_loss']:.4f}")
+    if m["val_accuracy"] is not None:
+        parts.append(f"val_acc {m['val_accuracy']:.4f}")
+    parts += [f"lr {m['lr']:.3g}", f"{m['seconds']:.1f}s"]
+    return "  ".join(parts)
+
+
+def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _save_checkpoint(path, model, optimizer, scheduler, generator, best_weights, result, config, device) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    for k, v in model.state_dict().items():
+        tensors[f"model.{k}"] = v.detach().to("cpu").clone()
+    for k, v in (best_weights or {}).items():
+        tensors[f"best.{k}"] = v.detach().to("cpu").clone()
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.generator"] = generator.get_state()
+    if device.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
+    state = {
+        "config": config,
+        "optimizer": pack_tensors(optimizer.state_dict(), "optimizer", tensors),
+        "scheduler": scheduler.state_dict(),
+        "history": result.history,
+        "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss,
+        "best_val_accuracy": result.best_val_accuracy,
+        "stopped_early": result.stopped_early,
+    }
+    save_training_state(path, tensors=tensors, state=state)
+
+
+def _check_resume_config(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
+    keys = sorted((set(saved) | set(current)) - _RESUME_FREE)
+    diff = [k for k in keys if saved.get(k) != current.get(k)]
+    if diff:
+        detail = "; ".join(f"{k}: {saved.get(k)!r} then, {current.get(k)!r} now" for k in diff)
+        raise ValueError(
+            f"cannot resume from {path}: the configuration differs ({detail}); "
+            "resume with the same arguments or start a fresh run (resume=False)."
+        )
+
