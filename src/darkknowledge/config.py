@@ -104,7 +104,7 @@ class TeacherConfig(_Strict):
 class StudentConfig(_Strict):
     """The small model, trained alone and by distillation with the same recipe and epochs."""
 
-    model: ModelConfig = Field(default_factory=lambda: ModelConfig(name="mlp", options={"hidden": [8]}))
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig(name="mlp", options={"hidden": [16]}))
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=40))
 
 

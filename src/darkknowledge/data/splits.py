@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from darkknowledge._checks import check_in_range, check_positive_int
+from darkknowledge._checks import check_in_range, check_positive_finite, check_positive_int
 
 from ._types import Dataset, Splits
 from .preprocessing import Standardizer
@@ -120,14 +120,14 @@ def _long_tensor(a: np.ndarray | None) -> torch.Tensor | None:
 @overload
 def prepare_splits(
     dataset: Dataset, *, val_fraction: float = ..., seed: int = ..., standardize: bool = ...,
-    stratify: bool = ..., return_standardizer: Literal[False] = ...,
+    stratify: bool = ..., return_standardizer: Literal[False] = ..., eps: float | None = ...,
 ) -> Splits: ...
 
 
 @overload
 def prepare_splits(
     dataset: Dataset, *, val_fraction: float = ..., seed: int = ..., standardize: bool = ...,
-    stratify: bool = ..., return_standardizer: Literal[True],
+    stratify: bool = ..., return_standardizer: Literal[True], eps: float | None = ...,
 ) -> tuple[Splits, Standardizer | None]: ...
 
 
@@ -139,6 +139,7 @@ def prepare_splits(
     standardize: bool = True,
     stratify: bool = True,
     return_standardizer: bool = False,
+    eps: float | None = None,
 ) -> Splits | tuple[Splits, Standardizer | None]:
     """Turn a loaded :class:`Dataset` into the :class:`Splits` a training loop reads.
 
@@ -157,6 +158,10 @@ def prepare_splits(
         stratify: stratify the validation split by class (see :func:`train_val_split`).
         return_standardizer: also return the fitted standardiser (``None`` if not
             ``standardize``), to preprocess new data the same way.
+        eps: the standardiser's :math:`\\varepsilon`. ``None`` (default) takes 1 % of the mean
+            per-feature variance of the training part, a floor that keeps features which are
+            (nearly) constant on the training part — the border pixels of digit images — from
+            blowing up to hundreds of standard deviations on validation and test samples.
 
     Returns:
         :class:`Splits` with ``X_* (N_*, *input_shape)`` float32 and ``y_* (N_*,)`` int64,
@@ -176,9 +181,19 @@ def prepare_splits(
     if val_fraction >= 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r} instead.")
     standardize = _check_bool("standardize", standardize)
+    if eps is not None:
+        check_positive_finite("eps", eps)
     return_standardizer = _check_bool("return_standardizer", return_standardizer)
 
     X, y = dataset.X_train, dataset.y_train
+    counts = np.bincount(_labels_numpy(y), minlength=len(dataset.class_names))[: len(dataset.class_names)]  # (C,)
+    if len(counts) and counts.min() == 0:
+        empty = int(np.argmin(counts))
+        raise ValueError(
+            f"every class must have training samples, got none of class {empty} "
+            f"({dataset.class_names[empty]!r}) of {len(dataset.class_names)} in {dataset.name}'s "
+            "training data instead; add samples of it or drop it from the classes."
+        )
     if val_fraction > 0.0:
         X_train, X_val, y_train, y_val = train_val_split(
             X, y, val_fraction=val_fraction, seed=seed, stratify=stratify
@@ -191,7 +206,10 @@ def prepare_splits(
 
     scaler = None
     if standardize:
-        scaler = Standardizer().fit(X_train)  # statistics of the training part only
+        if eps is None:
+            flat = np.asarray(X_train, dtype=np.float64).reshape(len(X_train), -1)
+            eps = max(0.01 * float(flat.var(axis=0).mean()), 1e-8)
+        scaler = Standardizer(eps=eps).fit(X_train)  # statistics of the training part only
         X_train = scaler.transform(X_train)
         X_val = None if X_val is None else scaler.transform(X_val)
         X_test = None if X_test is None else scaler.transform(X_test)

@@ -123,7 +123,11 @@ def validate_results(results: Any) -> None:
         check_one_of(f"{where}['role']", model["role"], ROLES)
         check_positive_int(f"{where}['params']", model["params"], minimum=0)
         check_positive_int(f"{where}['n_test']", model["n_test"])
-        check_positive_int(f"{where}['test_errors']", model["test_errors"], minimum=0)
+        if not _is_number(model["test_errors"]) or not (model["test_errors"] >= 0):
+            raise ValueError(
+                f"{where}['test_errors'] must be a number >= 0 (a count, or its mean over seeds), "
+                f"got {model['test_errors']!r} instead."
+            )
         if model["test_errors"] > model["n_test"]:
             raise ValueError(
                 f"{where}['test_errors'] must be <= n_test ({model['n_test']}), "
@@ -144,8 +148,13 @@ def _first(models: Sequence[Mapping[str, Any]], role: str) -> Mapping[str, Any] 
     return next((m for m in models if m["role"] == role), None)
 
 
-def _errors(n: int) -> str:
-    return f"{n} test error" + ("" if n == 1 else "s")
+def _count(n: float) -> str:
+    """An error count: an integer as is, a mean over seeds with one decimal."""
+    return str(n) if isinstance(n, int) else f"{n:.1f}"
+
+
+def _errors(n: float) -> str:
+    return f"{_count(n)} test error" + ("" if n == 1 else "s")
 
 
 def _size_ratio(teacher: Mapping[str, Any], student: Mapping[str, Any]) -> str | None:
@@ -196,10 +205,10 @@ def headline(results: Mapping[str, Any]) -> str:
         sentence += f" keeps {kept:.1f} % of the teacher's accuracy: "
     else:
         sentence += ": "
-    sentence += f"{_errors(distilled['test_errors'])} vs {teacher['test_errors']} for the teacher"
+    sentence += f"{_errors(distilled['test_errors'])} vs {_count(teacher['test_errors'])} for the teacher"
     if alone is None:
         return sentence + "."
-    sentence += f" and {alone['test_errors']} alone"
+    sentence += f" and {_count(alone['test_errors'])} alone"
     closed = _gap_closed(teacher, alone, distilled)
     if closed is None:
         if alone["test_errors"] == teacher["test_errors"]:
@@ -211,6 +220,13 @@ def headline(results: Mapping[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------- formatting
+def _pm(std: Any) -> str:
+    """' ± 1.2' for a finite standard deviation over seeds, else nothing."""
+    if _is_number(std) and math.isfinite(std):
+        return f' <span class="pm">± {std:.1f}</span>'
+    return ""
+
+
 def _e(value: Any) -> str:
     """HTML-escape any value's text (quotes included)."""
     return html.escape(str(value), quote=True)
@@ -326,7 +342,7 @@ def _results_table(models: Sequence[Mapping[str, Any]]) -> str:
         cells = [
             f"<td class=model>{name}</td>",
             f"<td class=num>{m['params']:,}</td>",
-            f"<td class=num>{m['test_errors']}</td>",
+            f"<td class=num>{_count(m['test_errors'])}{_pm(m.get('test_errors_std'))}</td>",
             f"<td class=num>{acc}</td>",
             f"<td class=num>{_fmt(m.get('nll'), '.4f')}</td>",
             f"<td class=num>{_fmt(m.get('ece'), '.2f', scale=100, suffix=' %')}</td>",
