@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 
 ## demo: set up and run the main job on the embedded default data (digits)
 demo: $(VENV)/.installed
-	$(VENV)/bin/darkknowledge run
+	$(VENV)/bin/darkknowledge run --out runs/digits --force
 
 ## test: set up and run the fast test suite (what CI runs)
 test: $(VENV)/.installed
