@@ -69,6 +69,8 @@ def validate_labels(name: str, y: Any, *, num_classes: int | None = None) -> np.
                 f"{name} must be integer class labels, got the non-integer value "
                 f"{y[first].item()!r} at index {first} instead."
             )
+    if y.max() >= 2**62:  # would wrap around (or lose integrality) in int64
+        raise ValueError(f"{name} must be class labels, got the value {y.max().item()!r} instead (too large).")
     y = y.astype(np.int64)
     low = int(y.min())
     if low < 0:

@@ -191,8 +191,8 @@ def prepare_splits(
         empty = int(np.argmin(counts))
         raise ValueError(
             f"every class must have training samples, got none of class {empty} "
-            f"({dataset.class_names[empty]!r}) of {len(dataset.class_names)} in {dataset.name}'s "
-            "training data instead; add samples of it or drop it from the classes."
+            f"({dataset.class_names[empty]!r}) of {len(dataset.class_names)} in the training data of "
+            f"{dataset.name!r} instead; add samples of it or drop it from the classes."
         )
     if val_fraction > 0.0:
         X_train, X_val, y_train, y_val = train_val_split(

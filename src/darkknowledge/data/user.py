@@ -13,6 +13,8 @@ is taken as a string and the classes are the sorted distinct strings, label ``k`
 
 Features become float32, labels int64; NaN / inf features, negative, non-integral or
 out-of-range labels, mismatched lengths and empty data raise ``ValueError`` naming the array.
+A file that is not a readable archive / UTF-8 CSV, or an object (pickled) array, raises
+:class:`~darkknowledge.data.DataError` (a ``ValueError``) naming the file; nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -21,18 +23,77 @@ import csv
 import hashlib
 import math
 import os
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from ._types import Dataset
-from ._validate import validate_pair
+from ._validate import DataError, validate_pair
 
 __all__ = ["load_npz", "load_csv"]
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# What a damaged archive can raise while numpy parses it: zip structure, CRC, inflate, npy header.
+_NPZ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, KeyError)
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` at ``path``, never unpickling; a damaged file raises ``DataError``."""
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"Data file {str(path)!r} does not exist.") from None
+    except _NPZ_ERRORS as exc:
+        # numpy takes a file that is neither zip nor .npy for a pickle, which it refuses to load
+        why = "not a zip nor .npy file" if "pickle" in str(exc) else f"{type(exc).__name__}: {exc}"
+        raise DataError(
+            f"{path.name} is not a readable .npz archive ({why}); expected a "
+            "zip of .npy arrays written by numpy.savez."
+        ) from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataError(
+            f"{path.name} holds a single .npy array, not a .npz archive: expected arrays 'X' and 'y' "
+            "written by numpy.savez."
+        )
+    arrays = {}
+    with archive:
+        for key in archive.files:
+            try:
+                arrays[key] = np.asarray(archive[key])
+            except ValueError as exc:
+                if "allow_pickle" in str(exc):
+                    raise DataError(
+                        f"array {key!r} in {path.name} is an object (pickled) array; only numeric "
+                        "arrays are read (pickles are never loaded)."
+                    ) from None
+                raise DataError(f"array {key!r} in {path.name} is corrupt ({exc}).") from None
+            except _NPZ_ERRORS as exc:
+                raise DataError(
+                    f"array {key!r} in {path.name} is corrupt ({type(exc).__name__}: {exc})."
+                ) from None
+    return arrays
+
+
+#: Without ``class_names`` the number of classes is the largest label + 1; beyond this it is
+#: taken for labels that are not class indices (ids, codes) rather than a real class count.
+MAX_CLASSES_FROM_LABELS = 100_000
+
+
+def _names_from_labels(file: str, what: str, high: int) -> list[str]:
+    """``["0", ..., str(high)]``, or a ``ValueError`` if ``high + 1`` classes is implausibly many."""
+    if high + 1 > MAX_CLASSES_FROM_LABELS:
+        raise ValueError(
+            f"{what} in {file} must be class indices 0..C-1, got the label {high} instead, which "
+            f"would make {high + 1} classes (at most {MAX_CLASSES_FROM_LABELS} without class_names); "
+            "map the labels to 0..C-1."
+        )
+    return [str(c) for c in range(high + 1)]
 
 
 def load_npz(path: str | os.PathLike) -> Dataset:
@@ -48,8 +109,7 @@ def load_npz(path: str | os.PathLike) -> Dataset:
         (dtype('float32'), ['0', '1', '2'], True)
     """
     path = Path(path)
-    with np.load(path, allow_pickle=False) as archive:
-        arrays = {key: archive[key] for key in archive.files}
+    arrays = _read_npz(path)
     missing = [key for key in ("X", "y") if key not in arrays]
     if missing:
         raise ValueError(
@@ -85,7 +145,7 @@ def load_npz(path: str | os.PathLike) -> Dataset:
             )
     if names is None:
         high = max(int(y.max()), int(y_test.max()) if y_test is not None else 0)
-        class_names = [str(c) for c in range(high + 1)]
+        class_names = _names_from_labels(path.name, "y", high)
     shape = {"X_train": list(X.shape)}
     if X_test is not None:
         shape["X_test"] = list(X_test.shape)
@@ -122,8 +182,13 @@ def load_csv(path: str | os.PathLike, *, label_column: str = "label") -> Dataset
     path = Path(path)
     if not isinstance(label_column, str):
         raise TypeError(f"label_column must be a string, got {type(label_column).__name__} instead.")
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.reader(handle))
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path.name} must be UTF-8 text, got a byte it cannot decode ({exc}).") from None
+    except csv.Error as exc:
+        raise DataError(f"{path.name} is not a readable CSV file ({exc}).") from None
     rows = [row for row in rows if row]  # blank lines carry nothing
     if not rows:
         raise ValueError(f"{path.name} is empty: expected a header row and data rows.")
@@ -176,7 +241,7 @@ def load_csv(path: str | os.PathLike, *, label_column: str = "label") -> Dataset
         "X", np.asarray(features, dtype=np.float64), f"column {label_column!r}", y_raw
     )
     if label_kind == "integer":
-        class_names = [str(c) for c in range(int(y.max()) + 1)]
+        class_names = _names_from_labels(path.name, f"column {label_column!r}", int(y.max()))
     return Dataset(
         name=path.stem,
         X_train=X,
