@@ -19,14 +19,6 @@ from darkknowledge.models import build_model
 from darkknowledge.train import TrainingDivergedError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _toy(n=600, d=10, c=4, seed=0):
     """Gaussian features labelled by a fixed random teacher (an MLP), so the teacher is right by construction."""
     g = torch.Generator().manual_seed(seed)

@@ -20,18 +20,9 @@ SMALL = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    torch.set_num_threads(1)
     results = run_experiment(parse_config(SMALL), out_dir=out, log=lambda s: None)
     return out, results
 
