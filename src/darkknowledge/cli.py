@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -48,10 +49,32 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
+        if args.command in ("train", "run") and os.environ.get("WORLD_SIZE", "1") != "1":
+            return _run_distributed(handler, args)
         return handler(args)
     except _USER_ERRORS as exc:
         print(f"darkknowledge: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _run_distributed(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Under ``torchrun`` (``WORLD_SIZE > 1``): join the process group (gloo on CPU, NCCL on CUDA),
+    run the command on every rank, print only on rank 0 (``darkknowledge.distributed``)."""
+    import contextlib
+
+    from darkknowledge.distributed import distributed_session
+
+    with distributed_session(device=getattr(args, "device", None) or "auto") as ctx:
+        if ctx.rank == 0:
+            return handler(args)
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+            return handler(args)
+
+
+def _add_device_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default=None,
+                   help="where to train: cpu, cuda (one GPU per torchrun process) or auto (cuda when available)")
+    p.add_argument("--amp", action="store_true", help="mixed precision: bfloat16 autocast in the forward pass")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -242,6 +265,7 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="run folder to write (default runs/train)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
+    _add_device_flags(p)
     p.set_defaults(handler=_cmd_train)
 
 
@@ -271,6 +295,21 @@ def _train_config_from_args(args: argparse.Namespace):
     return parse_config(raw, TrainRunConfig)
 
 
+def _check_out_dir(out: Path) -> None:
+    """Fail before any work if the output folder cannot be created or written (a file in its path, permissions)."""
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise ValueError(
+            f"the output folder {str(out)!r} must be a folder that can be created and written, "
+            f"got {type(exc).__name__}: {exc.strerror or exc} instead."
+        ) from None
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     import time
 
@@ -284,6 +323,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = Path(cfg.out_dir)
     if (out / "summary.json").exists() and not (args.force or args.resume):
         raise ValueError(f"--out {str(out)!r} already holds a finished run; pass --force to overwrite it or --resume.")
+    _check_out_dir(out)
     ds = cfg.dataset
     dataset = load_dataset(ds.name, data_dir=ds.data_dir, download=ds.download,
                            **({"label_column": ds.label_column} if ds.label_column else {}))
@@ -294,9 +334,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
           f"{len(data.y_train)} train / {0 if data.y_val is None else len(data.y_val)} val / "
           f"{0 if data.y_test is None else len(data.y_test)} test")
     start = time.perf_counter()
-    result = fit(model, data, seed=cfg.seed, out_dir=out, resume=args.resume, **cfg.train.fit_kwargs())
+    from darkknowledge.distributed import barrier, is_main_process
+
+    result = fit(model, data, seed=cfg.seed, out_dir=out, resume=args.resume, device=args.device or cfg.device,
+                 amp=args.amp, **cfg.train.fit_kwargs())
     seconds = time.perf_counter() - start
-    save_model(out, model, spec=getattr(model, "spec", None))
+    if is_main_process():  # under torchrun only rank 0 writes
+        save_model(out, model, spec=getattr(model, "spec", None))
     summary = {"config": cfg.model_dump(mode="json"), "params": count_parameters(model),
                "best_epoch": result.best_epoch, "train_seconds": seconds}
     if data.X_test is not None:
@@ -304,7 +348,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         summary["test"] = {k: metrics[k] for k in ("test_errors", "n_test", "accuracy", "nll", "ece")}
         print(f"test: {metrics['test_errors']} errors / {metrics['n_test']}, accuracy {100 * metrics['accuracy']:.2f} %, "
               f"NLL {metrics['nll']:.4f} nats, {seconds:.1f} s ({seconds / max(result.epochs_run, 1):.2f} s/epoch)")
-    atomic_write_json(out / "summary.json", summary)
+    if is_main_process():
+        atomic_write_json(out / "summary.json", summary)
+    barrier()
     print(f"wrote {out}")
     return 0
 
@@ -334,6 +380,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.seeds:
         cfg = cfg.model_copy(update={"seeds": args.seeds})
     out = Path(args.out or cfg.out_dir)
+    _check_out_dir(out)
     results = run_experiment(cfg, out_dir=out, force=args.force)
     print()
     print(format_table(results["models"]))

@@ -83,6 +83,14 @@ def resolve_teacher_logits(
     split: str = "train",
 ) -> torch.Tensor:
     """Teacher logits ``(N, C)`` float32 for the rows of ``X``: given directly, or computed once (and cached when ``cache_dir`` is set)."""
+    if not isinstance(teacher, torch.Tensor) and hasattr(teacher, "shape") and hasattr(teacher, "__getitem__"):
+        # a row reader, e.g. darkknowledge.memmap.MemmapSoftTargets: soft[index] -> (B, C) float32
+        if len(teacher.shape) != 2 or teacher.shape[0] != X.shape[0]:
+            raise ValueError(
+                f"teacher logits must have shape (N, C) with N = {X.shape[0]} rows of the transfer set, "
+                f"got {tuple(teacher.shape)} instead."
+            )
+        return teacher
     if isinstance(teacher, torch.Tensor):
         if teacher.ndim != 2 or teacher.shape[0] != X.shape[0]:
             raise ValueError(
@@ -238,7 +246,8 @@ def distill(
 
     idx = transfer_indices(data.y_train, fraction=transfer_fraction, omit_class=omit_class, seed=seed)
     transfer_data = replace(data, X_train=data.X_train[idx], y_train=data.y_train[idx])
-    soft = logits_all[idx].contiguous()  # (N_transfer, C)
+    # (N_transfer, C); a memory-mapped reader is not loaded, only re-indexed
+    soft = logits_all[idx].contiguous() if isinstance(logits_all, torch.Tensor) else logits_all.subset(idx)
     use_labels = transfer == "train" and alpha > 0.0
 
     def loss(logits: torch.Tensor, targets: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

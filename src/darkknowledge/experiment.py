@@ -29,6 +29,7 @@ from darkknowledge.config import ExperimentConfig
 from darkknowledge.data import load_dataset, prepare_splits
 from darkknowledge.data._types import Splits
 from darkknowledge.distill import distill, sweep
+from darkknowledge.distributed import barrier, is_main_process
 from darkknowledge.evaluate import evaluate_model
 from darkknowledge.models import build_model, count_parameters
 from darkknowledge.soft_targets import analyse_soft_targets, cached_teacher_logits
@@ -54,6 +55,13 @@ def _train_teacher(cfg: ExperimentConfig, data: Splits, out: Path, log: Callable
     if t.run_dir is not None:
         log(f"teacher: loading {t.run_dir}")
         teacher = load_model(t.run_dir)
+        spec = teacher.spec
+        if tuple(spec.input_shape) != tuple(data.input_shape) or spec.num_classes != data.num_classes:
+            raise ValueError(
+                f"teacher.run_dir {t.run_dir!r} must hold a teacher for the data's input shape "
+                f"{tuple(data.input_shape)} and {data.num_classes} classes, got input shape "
+                f"{tuple(spec.input_shape)} and {spec.num_classes} classes instead."
+            )
         return teacher, [], []
     members, histories = [], []
     for m in range(t.members):
@@ -141,7 +149,7 @@ def run_experiment(
     t0 = time.perf_counter()
     teacher, members, teacher_histories = _train_teacher(cfg, data, out, log)
     timing["teacher_seconds"] = time.perf_counter() - t0
-    if not cfg.teacher.run_dir:
+    if not cfg.teacher.run_dir and is_main_process():  # under torchrun only rank 0 writes
         for i, member in enumerate(members or [teacher]):
             save_model(out / "teacher" / (f"member-{i}" if members else "member-0"), member, spec=getattr(member, "spec", None))
 
@@ -182,7 +190,8 @@ def run_experiment(
         t0 = time.perf_counter()
         res = fit(student, data, seed=seed, out_dir=out / "student-alone" / f"seed-{seed}", **train_kwargs)
         timing["student_alone_seconds"] += time.perf_counter() - t0
-        save_model(out / "student-alone" / f"seed-{seed}", student, spec=getattr(student, "spec", None))
+        if is_main_process():
+            save_model(out / "student-alone" / f"seed-{seed}", student, spec=getattr(student, "spec", None))
         alone_rows.append(evaluate_model(student, data.X_test, data.y_test, teacher_logits=logits_test))
         alone_hist = alone_hist or res.history
 
@@ -193,7 +202,8 @@ def run_experiment(
                        transfer=dcfg.transfer, transfer_fraction=dcfg.transfer_fraction, omit_class=dcfg.omit_class,
                        seed=seed, out_dir=out / "student-distilled" / f"seed-{seed}", **kwargs)
         timing["student_distilled_seconds"] += time.perf_counter() - t0
-        save_model(out / "student-distilled" / f"seed-{seed}", student, spec=getattr(student, "spec", None))
+        if is_main_process():
+            save_model(out / "student-distilled" / f"seed-{seed}", student, spec=getattr(student, "spec", None))
         distilled_rows.append(evaluate_model(student, data.X_test, data.y_test, teacher_logits=logits_test))
         distilled_hist = distilled_hist or dres.history
         log(f"seed {seed}: student alone {alone_rows[-1]['test_errors']} errors, "
@@ -237,9 +247,11 @@ def run_experiment(
         "soft_targets": analysis,
         "timing": timing,
     }
-    atomic_write_json(out / "results.json", results)
-    atomic_write_json(out / "config.json", cfg.model_dump(mode="json"))
-    from darkknowledge.report import render_report
+    if is_main_process():
+        atomic_write_json(out / "results.json", results)
+        atomic_write_json(out / "config.json", cfg.model_dump(mode="json"))
+        from darkknowledge.report import render_report
 
-    render_report(results, out / "report.html")
+        render_report(results, out / "report.html")
+    barrier()
     return results

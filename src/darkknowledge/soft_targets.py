@@ -15,6 +15,10 @@ once and storing them is the cheap part of the trick. This module:
   :class:`CacheCorruptionWarning` and rebuilds it;
 * optionally keeps only the ``top_k`` logits per row (for many classes), see
   :func:`compress_top_k` / :func:`dense_logits`;
+* under ``torchrun`` (a process group initialised, see :mod:`darkknowledge.distributed`)
+  computes the logits in contiguous row shards, one per rank, all-gathers them, and lets
+  rank 0 alone write the file (the others wait on a barrier); a hit is verified by rank 0
+  and then read by every rank;
 * analyses the soft targets -- *what the teacher knows*: entropy of the softened outputs per
   class, the "dark" probability mass on wrong classes, and which classes resemble which
   (:func:`analyse_soft_targets`).
@@ -41,6 +45,14 @@ import torch
 
 from darkknowledge._checks import check_one_of, check_positive_finite, check_positive_int
 from darkknowledge.checkpoint import atomic_write_bytes
+from darkknowledge.distributed import (
+    all_gather_rows,
+    all_reduce_sum,
+    barrier,
+    get_world_size,
+    is_main_process,
+    shard_range,
+)
 from darkknowledge.teachers import as_teacher, teacher_logits
 
 __all__ = [
@@ -284,14 +296,24 @@ class SoftTargetCache:
         module = as_teacher(teacher)
         key = fingerprint(module, X, split=split, dtype=dtype, top_k=top_k)
         path = self.path_for(key)
+        world = get_world_size()
+        # rank 0 verifies an existing file; with several ranks it tells the others what it found
+        stored = self._load(path, key) if path.exists() and is_main_process() else None
+        found = path.exists() and (stored is not None if is_main_process() else True)
+        if world > 1:
+            found = bool(all_reduce_sum([1.0 if stored is not None else 0.0])[0] > 0)
+            if found:
+                if not is_main_process():
+                    stored = self._load(path, key)  # rank 0 verified this file just now
+                # only a file changed in between could fail here; then every rank recomputes
+                found = bool(all_reduce_sum([1.0 if stored is None else 0.0])[0] == 0)
+        if found and stored is not None:
+            self.hits += 1
+            return stored
         if path.exists():
-            stored = self._load(path, key)
-            if stored is not None:
-                self.hits += 1
-                return stored
             self.rebuilt += 1
         self.misses += 1
-        logits = teacher_logits(module, X, batch_size=batch_size)  # (N, C) float32
+        logits = self._compute(module, X, batch_size=batch_size)  # (N, C) float32
         tensors = self._encode(logits, dtype=dtype, top_k=top_k)
         metadata = {
             "format": _FORMAT,
@@ -303,8 +325,24 @@ class SoftTargetCache:
             "top_k": "none" if top_k is None else str(top_k),
             "num_classes": str(logits.shape[1]),
         }
-        atomic_write_bytes(path, safetensors.torch.save(tensors, metadata=metadata))
+        if is_main_process():
+            atomic_write_bytes(path, safetensors.torch.save(tensors, metadata=metadata))
+        barrier()  # the file exists before any rank returns
         return self._decode(tensors, num_classes=logits.shape[1])
+
+    @staticmethod
+    def _compute(module: torch.nn.Module, X: torch.Tensor | np.ndarray, *, batch_size: int) -> torch.Tensor:
+        """All ``(N, C)`` teacher logits; with several ranks each computes its contiguous shard, then all-gather."""
+        world = get_world_size()
+        if world == 1:
+            return teacher_logits(module, X, batch_size=batch_size)  # (N, C) float32
+        n = len(X)
+        start, stop = shard_range(n)
+        if stop > start:
+            local = teacher_logits(module, X[start:stop], batch_size=batch_size)  # (n_r, C)
+        else:  # fewer rows than ranks: an empty shard of the right width
+            local = teacher_logits(module, X[:1], batch_size=batch_size)[:0]  # (0, C)
+        return all_gather_rows(local.to(torch.float32), n_total=n)  # (N, C) in row order
 
     @staticmethod
     def _encode(logits: torch.Tensor, *, dtype: str, top_k: int | None) -> dict[str, torch.Tensor]:

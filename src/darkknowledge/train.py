@@ -28,6 +28,21 @@ for a callable), so early stopping means the same thing for a student as for a t
 
 All losses are means over the minibatch, in nats.
 
+Data-parallel (``torchrun``, see :mod:`darkknowledge.distributed`): when a process group is
+initialised, ``fit`` wraps the model in ``DistributedDataParallel``; every rank draws the same
+permutation from ``seed`` and takes the strided share ``idx[rank::world_size]`` of each global
+minibatch of ``batch_size`` rows. Each rank's mean loss is weighted by ``b_r * world_size / B``
+before DDP averages the gradients, so the step is the gradient of the *global* minibatch mean,
+exactly as in one process (up to float rounding), even for an uneven last batch. A callable
+loss must therefore be a mean over its rows. Training metrics are summed over ranks; every
+rank evaluates the (small) validation split itself; only rank 0 writes the run folder and
+shows the progress bar.
+
+Large data: ``data.X_train`` may be a read-only ``np.memmap`` opened with
+``np.load(path, mmap_mode="r")``: each minibatch is gathered as
+``torch.from_numpy(X[np.sort(idx)])`` (sorted for sequential reads), so the whole of ``X`` is
+never copied into memory.
+
 Run folder (``out_dir``)::
 
     config.json                   the resolved configuration (every fit argument but callables, model spec)
@@ -51,6 +66,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -68,7 +84,17 @@ from darkknowledge.checkpoint import (
     save_training_state,
     unpack_tensors,
 )
-from darkknowledge.data.batches import minibatches, num_batches
+from darkknowledge.data.batches import gather_rows, minibatches, num_batches
+from darkknowledge.distributed import (
+    all_reduce_sum,
+    barrier,
+    get_rank,
+    get_world_size,
+    is_distributed,
+    is_main_process,
+    rank_share,
+    resolve_device,
+)
 from darkknowledge.schedules import LR_SCHEDULES, build_scheduler
 
 __all__ = [
@@ -88,7 +114,7 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 _CHECKPOINT = Path("checkpoint") / "last.safetensors"
 # fit arguments that may change between an interrupted run and its resumption
-_RESUME_FREE = {"resume", "progress", "log_every", "out_dir", "device"}
+_RESUME_FREE = {"resume", "progress", "log_every", "out_dir", "device", "world_size"}
 
 
 class TrainingDivergedError(ValueError):
@@ -272,12 +298,24 @@ def make_optimizer(
 
 
 def _check_data(data: Any) -> None:
-    for name in ("X_train", "y_train"):
-        if not isinstance(getattr(data, name, None), torch.Tensor):
+    X_train = getattr(data, "X_train", None)
+    if isinstance(X_train, np.memmap):
+        if X_train.ndim < 2 or X_train.dtype.kind != "f":
             raise TypeError(
-                f"data.{name} must be a torch.Tensor (data must be a darkknowledge.data Splits), "
-                f"got {_describe(getattr(data, name, None))} instead."
+                f"data.X_train as a numpy.memmap must be floating point with shape (N, ...), "
+                f"got dtype {X_train.dtype} and shape {X_train.shape} instead."
             )
+    elif not isinstance(X_train, torch.Tensor):
+        raise TypeError(
+            f"data.X_train must be a torch.Tensor (data must be a darkknowledge.data Splits), "
+            f"got {_describe(X_train)} instead; a NumPy array is accepted only as a memory map "
+            "(np.load(path, mmap_mode='r'))."
+        )
+    if not isinstance(getattr(data, "y_train", None), torch.Tensor):
+        raise TypeError(
+            f"data.y_train must be a torch.Tensor (data must be a darkknowledge.data Splits), "
+            f"got {_describe(getattr(data, 'y_train', None))} instead."
+        )
     if len(data.X_train) != len(data.y_train) or len(data.X_train) == 0:
         raise ValueError(
             f"data.X_train and data.y_train must have the same number (> 0) of rows, "
@@ -289,6 +327,21 @@ def _check_data(data: Any) -> None:
             f"data.X_val and data.y_val must both be None or have the same number of rows, "
             f"got {_describe(X_val)} and {_describe(y_val)} instead."
         )
+
+
+def _torch_dtype(X: torch.Tensor | np.ndarray) -> torch.dtype:
+    return X.dtype if isinstance(X, torch.Tensor) else torch.from_numpy(np.empty(0, dtype=X.dtype)).dtype
+
+
+def _gather_rows(X: torch.Tensor | np.ndarray, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Rows ``X[idx]`` on ``device``; a NumPy array (memmap) is read in sorted row order, never whole."""
+    if isinstance(X, torch.Tensor):
+        return X[idx]  # (B, *input_shape)
+    order = idx.cpu().numpy()
+    sorted_rows = np.sort(order)  # sequential reads from the file
+    block = torch.from_numpy(gather_rows(X, sorted_rows))  # (B, *input_shape), a copy of B rows
+    inverse = torch.from_numpy(np.searchsorted(sorted_rows, order))  # positions of idx in the sorted rows
+    return block[inverse].to(device)
 
 
 def _resolve_loss(loss: str | LossFn) -> tuple[str, LossFn, str]:
@@ -332,6 +385,7 @@ def fit(
     progress: bool | None = None,
     log_every: int = 10,
     device: str | torch.device = "cpu",
+    amp: bool = False,
     max_grad_norm: float | None = None,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> FitResult:
@@ -342,7 +396,9 @@ def fit(
             ``spec`` (from :func:`~darkknowledge.models.build_model`) the spec is saved in
             ``out_dir`` so :func:`~darkknowledge.checkpoint.load_model` can rebuild it.
         data: a :class:`~darkknowledge.data._types.Splits` (``X_train``, ``y_train``, optional
-            ``X_val``, ``y_val``); the features' dtype must match the model's.
+            ``X_val``, ``y_val``); the features' dtype must match the model's. ``X_train`` may
+            also be a read-only ``np.memmap``: minibatches are gathered from it
+            row by row, never copying the whole array.
         loss: ``"cross_entropy"``, ``"mse"``, ``"bce"`` or a callable ``(logits, targets, index) -> scalar``
             (``index``: the ``(B,)`` int64 rows of ``data.X_train`` in the minibatch, on ``device``).
         epochs: passes over the training data.
@@ -364,7 +420,11 @@ def fit(
             ``progress``, ``log_every`` excepted). The result equals an uninterrupted run's.
         progress: a tqdm bar per epoch; ``None``: only when stderr is a terminal.
         log_every: steps between updates of the bar's running loss.
-        device: where the model and data live during training.
+        device: where the model and data live during training: ``"cpu"``, ``"cuda"`` (``cuda:<LOCAL_RANK>``
+            under torchrun), ``"auto"`` (CUDA when available), or a ``torch.device``; ``"cuda"``
+            without a GPU is a ``ValueError``.
+        amp: mixed precision -- the forward pass under ``torch.autocast(dtype=torch.bfloat16)``
+            (CPU or CUDA); the loss is computed from the outputs cast back to float32.
         max_grad_norm: clip the global gradient 2-norm to this before each step (``None``: no clipping).
         on_epoch_end: called as ``on_epoch_end(epoch, metrics)`` after each epoch's checkpoint
             is written; an exception raised there interrupts the run (it can be resumed).
@@ -421,9 +481,14 @@ def fit(
         check_positive_finite("max_grad_norm", max_grad_norm)
     if on_epoch_end is not None and not callable(on_epoch_end):
         raise TypeError(f"on_epoch_end must be callable or None, got {type(on_epoch_end).__name__} instead.")
+    if not isinstance(amp, bool):
+        raise TypeError(f"amp must be a bool, got {type(amp).__name__} instead.")
     if progress is None:
         progress = sys.stderr.isatty()
-    device = torch.device(device)
+    device = resolve_device(device)
+    world, rank = get_world_size(), get_rank()
+    main = is_main_process()
+    progress = bool(progress) and main  # only rank 0 shows a bar
 
     spec = getattr(model, "spec", None)
     config: dict[str, Any] = {
@@ -448,6 +513,8 @@ def fit(
             "input_shape": list(data.X_train.shape[1:]),
         },
         "device": str(device),
+        "amp": amp,
+        "world_size": world,
         "out_dir": None if out_dir is None else str(out_dir),
         "resume": bool(resume),
         "progress": bool(progress),
@@ -456,16 +523,19 @@ def fit(
 
     # --- check the dtypes agree; data and model on the device
     param = next(iter(model.parameters()), None)
-    if param is not None and data.X_train.is_floating_point() and param.dtype != data.X_train.dtype:
+    x_dtype = _torch_dtype(data.X_train)
+    if param is not None and x_dtype.is_floating_point and param.dtype != x_dtype:
         raise TypeError(
-            f"data.X_train is {data.X_train.dtype} but the model's parameters are {param.dtype}; "
+            f"data.X_train is {x_dtype} but the model's parameters are {param.dtype}; "
             "convert one to the other (e.g. model.double() or X.float())."
         )
     # a callable loss gets the training targets as they are; named losses get them checked
     y = data.y_train if callable(loss) else _targets(data.y_train, val_loss_name, "data.y_train")
     y_val = _targets(data.y_val, val_loss_name, "data.y_val") if has_val else None
     model.to(device)
-    X, y = data.X_train.to(device), y.to(device)  # (N, *input_shape), (N,)
+    # a NumPy X_train (e.g. a memmap) stays where it is; minibatches are gathered from it
+    X = data.X_train.to(device) if isinstance(data.X_train, torch.Tensor) else data.X_train  # (N, *input_shape)
+    y = y.to(device)  # (N,)
     X_val = data.X_val.to(device) if has_val else None
     y_val = y_val.to(device) if has_val else None
 
@@ -504,13 +574,22 @@ def fit(
             for key in ("history", "best_epoch", "best_val_loss", "best_val_accuracy", "stopped_early"):
                 setattr(result, key, state[key])
             start_epoch = len(result.history) + 1
-        else:
+        elif main:
             # a fresh start in a used folder: drop the old run's resume point and final model
             for stale in (ckpt, run / MODEL_WEIGHTS, run / MODEL_JSON):
                 stale.unlink(missing_ok=True)
-        atomic_write_json(run / "config.json", config)
-        # the log is rewritten from the checkpoint's history, so it never holds an epoch twice
-        atomic_write_text(run / "log.jsonl", "".join(json.dumps(h, allow_nan=False) + "\n" for h in result.history))
+        if main:
+            atomic_write_json(run / "config.json", config)
+            # the log is rewritten from the checkpoint's history, so it never holds an epoch twice
+            atomic_write_text(run / "log.jsonl", "".join(json.dumps(h, allow_nan=False) + "\n" for h in result.history))
+        barrier()  # every rank has read the checkpoint before rank 0 writes the next one
+
+    # --- data-parallel: DDP averages the gradients (and broadcasts rank 0's weights now)
+    forward: nn.Module = model
+    if is_distributed():
+        forward = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
 
     # --- the loop
     last_lr = optimizer.param_groups[0]["lr"]
@@ -522,36 +601,57 @@ def fit(
         loss_sum, correct, seen = 0.0, 0, 0
         count_correct = True
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False)
-        for step, idx in enumerate(minibatches(n, batch_size=batch_size, generator=generator), start=1):
-            idx = idx.to(device)  # (B,) rows of X
-            xb, yb = X[idx], y[idx]  # (B, *input_shape), (B,)
-            out = model(xb)  # (B, C) logits
-            batch_loss = loss_fn(out, yb, idx)
+        for step, global_idx in enumerate(minibatches(n, batch_size=batch_size, generator=generator), start=1):
+            # same permutation on every rank; this rank's strided share of the global batch
+            idx = rank_share(global_idx, rank=rank, world_size=world).to(device)  # (b,) rows of X, b ~ B / world
+            xb, yb = _gather_rows(X, idx, device), y[idx]  # (b, *input_shape), (b,)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+                out = forward(xb)  # (b, C) logits
+            out = out.float() if amp else out
+            b = len(idx)
+            if b:
+                batch_loss = loss_fn(out, yb, idx)  # mean over this rank's b rows
+            else:  # fewer rows than ranks in the last batch: join the gradient all-reduce with zeros
+                batch_loss = out.sum() * 0.0
             last_lr = optimizer.param_groups[0]["lr"]
-            if not torch.isfinite(batch_loss).all():
+            c = None
+            if count_correct and b:
+                with torch.no_grad():
+                    c = _num_correct(out.detach(), yb, val_loss_name)
+            local_loss = float(batch_loss.detach()) * b if b else 0.0
+            finite = math.isfinite(local_loss) and bool(torch.isfinite(batch_loss.detach()).all())
+            uncountable = count_correct and b > 0 and c is None  # e.g. mse: no accuracy
+            if world > 1:  # one collective for the step's metrics, so every rank stops together
+                stats = all_reduce_sum(
+                    [local_loss if finite else 0.0, b, c or 0, 0.0 if finite else 1.0, float(uncountable)]
+                )  # (5,) sums over ranks
+                step_loss, step_seen, step_correct = float(stats[0]), int(stats[1]), int(stats[2])
+                any_bad, uncountable = bool(stats[3] > 0), bool(stats[4] > 0)
+                bad_value = float(batch_loss.detach().reshape(-1)[0]) if not finite else float("nan")
+            else:
+                step_loss, step_seen, step_correct, any_bad = local_loss, b, c or 0, not finite
+                bad_value = float(batch_loss.detach().reshape(-1)[0])
+            if any_bad:
                 bar.close()
                 raise TrainingDivergedError(
-                    f"the training loss became {float(batch_loss.detach().reshape(-1)[0])} at epoch {epoch}, "
+                    f"the training loss became {bad_value} at epoch {epoch}, "
                     f"step {step} (lr={last_lr:.4g}); lower the learning rate or the temperature "
                     "(or set max_grad_norm)."
                 )
             optimizer.zero_grad(set_to_none=True)
-            batch_loss.backward()
+            # DDP averages gradients over ranks; weighting by b * world / B makes that the
+            # gradient of the global minibatch mean: (1/W) sum_r (b_r W / B) mean_r = (1/B) sum_i l_i
+            (batch_loss * (b * world / len(global_idx)) if world > 1 else batch_loss).backward()
             if max_grad_norm is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
             optimizer.step()
             scheduler.step()
 
-            b = len(idx)
-            loss_sum += float(batch_loss.detach()) * b
-            seen += b
-            if count_correct:
-                with torch.no_grad():
-                    c = _num_correct(out.detach(), yb, val_loss_name)
-                if c is None:
-                    count_correct = False
-                else:
-                    correct += c
+            loss_sum += step_loss
+            seen += step_seen
+            if uncountable:
+                count_correct = False
+            correct += step_correct
             bar.update(1)
             if step % log_every == 0:
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{last_lr:.3g}")
@@ -592,7 +692,7 @@ def fit(
         if progress:
             tqdm.write(_format_metrics(metrics, epochs), file=sys.stderr)
 
-        if run is not None:
+        if run is not None and main:
             _save_checkpoint(run / _CHECKPOINT, model, optimizer, scheduler, generator, best_weights, result, config, device)
             with open(run / "log.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(metrics, allow_nan=False) + "\n")
@@ -611,7 +711,7 @@ def fit(
     result.epochs_run = len(result.history)
     result.train_seconds = sum(h["seconds"] for h in result.history)
     model.eval()
-    if run is not None:
+    if run is not None and main:
         save_model(
             run,
             model,
@@ -623,6 +723,7 @@ def fit(
                 "stopped_early": result.stopped_early,
             },
         )
+    barrier()  # the run folder is complete before any rank moves on
     return result
 
 

@@ -9,13 +9,16 @@ loop gathers its minibatch with ``X[idx], y[idx]`` on whatever device the data l
 
 from __future__ import annotations
 
+import mmap
+import os
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 
 from darkknowledge._checks import check_positive_int
 
-__all__ = ["minibatches", "num_batches"]
+__all__ = ["gather_rows", "minibatches", "num_batches"]
 
 
 def num_batches(n: int, *, batch_size: int, drop_last: bool = False) -> int:
@@ -78,3 +81,43 @@ def minibatches(
         if i >= stop:
             break
         yield idx
+
+
+def gather_rows(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``X[rows]`` as a new C-contiguous array; a memory-mapped file is read without mapping pages.
+
+    For a whole-file, C-ordered ``np.memmap`` (as ``np.load(path, mmap_mode="r")`` returns) the
+    rows are read with ``os.pread`` into a fresh buffer: reading through the map would leave
+    every touched page (and the kernel's read-around) in the process's resident set, which for
+    a pass over a file larger than RAM is the size of the file. Other arrays are indexed as usual.
+    Pass ``rows`` sorted for sequential reads.
+
+    Args:
+        X: ``(N, *row_shape)`` array or memmap.
+        rows: ``(B,)`` int row indices in ``[0, N)``.
+
+    Returns:
+        ``(B, *row_shape)`` array of ``X``'s dtype.
+
+    Example:
+        >>> gather_rows(np.arange(6.0).reshape(3, 2), np.array([2, 0])).tolist()
+        [[4.0, 5.0], [0.0, 1.0]]
+    """
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    whole_file = (
+        isinstance(X, np.memmap) and X.flags.c_contiguous and X.filename is not None and isinstance(X.base, mmap.mmap)
+    )
+    if not whole_file:
+        return np.ascontiguousarray(X[rows])
+    n = X.shape[0]
+    if rows.size and (rows.min() < 0 or rows.max() >= n):
+        raise IndexError(f"rows must be in [0, {n}), got values from {rows.min()} to {rows.max()} instead.")
+    row_bytes = int(np.prod(X.shape[1:], dtype=np.int64)) * X.dtype.itemsize
+    fd = os.open(X.filename, os.O_RDONLY)
+    try:
+        data = b"".join(os.pread(fd, row_bytes, X.offset + int(r) * row_bytes) for r in rows)
+    finally:
+        os.close(fd)
+    if len(data) != row_bytes * len(rows):
+        raise OSError(f"{X.filename} is shorter than its header says (truncated?).")
+    return np.frombuffer(bytearray(data), dtype=X.dtype).reshape((len(rows), *X.shape[1:]))
