@@ -205,3 +205,29 @@ def test_torchrun_cli_train_writes_once(tmp_path):
     assert len((out / "log.jsonl").read_text().splitlines()) == 3
     summary = json.loads((out / "summary.json").read_text())
     assert summary["test"]["accuracy"] > 0.8
+
+
+@pytest.mark.slow
+def test_torchrun_cli_run_matches_one_process(tmp_path):
+    """The whole main job under ``torchrun --nproc-per-node=2``: same test errors as one process, written once."""
+    config = tmp_path / "small.yaml"
+    config.write_text(
+        "teacher: {model: {name: mlp, options: {hidden: [64]}}, train: {epochs: 3}}\n"
+        "student: {model: {name: mlp, options: {hidden: [8]}}, train: {epochs: 3}}\n"
+        "distill: {sweep: {temperatures: [2.0, 4.0], alphas: [0.1], epochs: 2}}\n"
+        "seeds: [0]\n"
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    one = subprocess.run([sys.executable, "-m", "darkknowledge", "run", str(config), "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-addr=127.0.0.1",
+                          f"--master-port={_free_port()}", "-m", "darkknowledge", "run", str(config),
+                          "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("wrote ") == 1  # only rank 0 prints
+    r1 = json.loads((tmp_path / "one" / "results.json").read_text())
+    r2 = json.loads((tmp_path / "two" / "results.json").read_text())
+    for a, b in zip(r1["models"], r2["models"]):
+        assert abs(a["test_errors"] - b["test_errors"]) <= 2, (a["name"], a["test_errors"], b["test_errors"])
+    assert len((tmp_path / "two" / "student-distilled" / "seed-0" / "log.jsonl").read_text().splitlines()) == 3

@@ -337,7 +337,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from darkknowledge.distributed import barrier, is_main_process
 
     result = fit(model, data, seed=cfg.seed, out_dir=out, resume=args.resume, device=args.device or cfg.device,
-                 amp=args.amp, **cfg.train.fit_kwargs())
+                 amp=args.amp or cfg.amp, **cfg.train.fit_kwargs())
     seconds = time.perf_counter() - start
     if is_main_process():  # under torchrun only rank 0 writes
         save_model(out, model, spec=getattr(model, "spec", None))
@@ -369,6 +369,7 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="run folder (default: the config's out_dir)")
     p.add_argument("--seeds", type=int, nargs="+", help="override the config's seeds")
     p.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
+    _add_device_flags(p)
     p.set_defaults(handler=_cmd_run)
 
 
@@ -379,6 +380,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else ExperimentConfig()
     if args.seeds:
         cfg = cfg.model_copy(update={"seeds": args.seeds})
+    if args.device:
+        cfg = cfg.model_copy(update={"device": args.device})
+    if args.amp:
+        cfg = cfg.model_copy(update={"amp": True})
     out = Path(args.out or cfg.out_dir)
     _check_out_dir(out)
     results = run_experiment(cfg, out_dir=out, force=args.force)

@@ -170,6 +170,7 @@ class ExperimentConfig(_Strict):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     out_dir: str = "runs/digits"
     device: Literal["cpu", "cuda", "auto"] = "cpu"
+    amp: bool = False
 
     @model_validator(mode="after")
     def _non_empty_seeds(self) -> ExperimentConfig:
@@ -187,6 +188,7 @@ class TrainRunConfig(_Strict):
     seed: int = 0
     out_dir: str = "runs/train"
     device: Literal["cpu", "cuda", "auto"] = "cpu"
+    amp: bool = False
 
 
 def _valid_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

@@ -159,6 +159,7 @@ def adjust_missing_class_bias(
     Returns the chosen shift (added in place to the bias of the last ``nn.Linear``).
     """
     layer = _last_linear(student)
+    X_val, y_val = X_val.to(layer.bias.device), y_val.to(layer.bias.device)
     was_training = student.training
     student.eval()
     best_shift, best_acc = 0.0, -1.0

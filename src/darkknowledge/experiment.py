@@ -73,8 +73,9 @@ def _train_teacher(cfg: ExperimentConfig, data: Splits, out: Path, log: Callable
             member_data = Splits(data.X_train[idx], data.y_train[idx], data.X_val, data.y_val,
                                  data.X_test, data.y_test, data.class_names)
         log(f"teacher {m + 1}/{t.members}: {_describe(t.model)}, {count_parameters(model):,} parameters")
-        result = fit(model, member_data, seed=m, out_dir=out / "teacher" / f"member-{m}", **t.train.fit_kwargs())
-        members.append(model)
+        result = fit(model, member_data, seed=m, out_dir=out / "teacher" / f"member-{m}",
+                     device=cfg.device, amp=cfg.amp, **t.train.fit_kwargs())
+        members.append(model.cpu())  # evaluated and cached on the CPU
         histories.append(result.history)
     teacher = members[0] if len(members) == 1 else Ensemble(members, combine=t.combine)
     return teacher, members if len(members) > 1 else [], histories
@@ -162,7 +163,7 @@ def run_experiment(
 
     # 4. temperature / alpha sweep on the validation split
     dcfg, scfg = cfg.distill, cfg.student
-    train_kwargs = scfg.train.fit_kwargs()
+    train_kwargs = dict(scfg.train.fit_kwargs(), device=cfg.device, amp=cfg.amp)
     make_student = lambda seed=cfg.seeds[0]: build_model(scfg.model.name, input_shape=data.input_shape,
                                                           num_classes=data.num_classes, seed=seed, **scfg.model.options)
     temperature, alpha, distill_lr = dcfg.temperature, dcfg.alpha, dcfg.lr or train_kwargs["lr"]
@@ -189,6 +190,7 @@ def run_experiment(
         student = make_student(seed)
         t0 = time.perf_counter()
         res = fit(student, data, seed=seed, out_dir=out / "student-alone" / f"seed-{seed}", **train_kwargs)
+        student.cpu()
         timing["student_alone_seconds"] += time.perf_counter() - t0
         if is_main_process():
             save_model(out / "student-alone" / f"seed-{seed}", student, spec=getattr(student, "spec", None))
@@ -201,6 +203,7 @@ def run_experiment(
         dres = distill(student, logits_train, data, temperature=temperature, alpha=alpha, divergence=dcfg.divergence,
                        transfer=dcfg.transfer, transfer_fraction=dcfg.transfer_fraction, omit_class=dcfg.omit_class,
                        seed=seed, out_dir=out / "student-distilled" / f"seed-{seed}", **kwargs)
+        student.cpu()
         timing["student_distilled_seconds"] += time.perf_counter() - t0
         if is_main_process():
             save_model(out / "student-distilled" / f"seed-{seed}", student, spec=getattr(student, "spec", None))
