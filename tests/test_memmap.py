@@ -289,3 +289,32 @@ def test_gather_rows_reads_a_memmap_by_pread(tmp_path):
     np.testing.assert_array_equal(gather_rows(X, rows), X[rows])
     with pytest.raises(IndexError, match=r"rows must be in \[0, 203\), got values from 0 to 203 instead"):
         gather_rows(Xm, np.array([0, 203]))
+
+
+def test_distill_reads_memory_mapped_features_and_soft_targets(tmp_path):
+    """distill() on X_train.npy opened as a memmap and soft targets streamed to disk: X is never copied whole."""
+    import numpy as np
+    from torch import nn
+
+    from darkknowledge.distill import distill
+    from darkknowledge.memmap import open_npy_splits, stream_teacher_logits
+    from darkknowledge.models import build_model
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((400, 6)).astype(np.float32)
+    teacher = nn.Linear(6, 3)
+    with torch.no_grad():
+        y = teacher(torch.from_numpy(X)).argmax(1).numpy()
+    np.save(tmp_path / "X_train.npy", X)
+    np.save(tmp_path / "y_train.npy", y)
+    np.save(tmp_path / "X_val.npy", X[:50])
+    np.save(tmp_path / "y_val.npy", y[:50])
+    data = open_npy_splits(tmp_path, class_names=["a", "b", "c"])
+    assert isinstance(data.X_train, np.memmap)
+    soft = stream_teacher_logits(teacher, data.X_train, cache_dir=tmp_path / "cache", dtype="float32", block_rows=128)
+    student = build_model("mlp", input_shape=(6,), num_classes=3, hidden=[16], seed=0)
+    result = distill(student, soft, data, temperature=2.0, alpha=0.0, epochs=3, batch_size=32, progress=False)
+    assert result.transfer_size == 400
+    with torch.no_grad():
+        agree = (student.eval()(torch.from_numpy(X)).argmax(1) == torch.from_numpy(y)).float().mean().item()
+    assert agree > 0.8

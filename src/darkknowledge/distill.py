@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -246,8 +247,9 @@ def distill(
             f"teacher has {logits_all.shape[1]} classes but the data has {num_classes}; "
             "a teacher must predict the same classes as the student."
         )
+    first = data.X_train[:1]  # (1, *input_shape); X may be a NumPy memmap
     with torch.no_grad():
-        probe = student.eval()(data.X_train[:1])
+        probe = student.eval()(first if isinstance(first, torch.Tensor) else torch.from_numpy(np.array(first)))
     if probe.shape[-1] != num_classes:
         raise ValueError(f"student has {probe.shape[-1]} outputs but the data has {num_classes} classes.")
 
@@ -257,9 +259,12 @@ def distill(
         max_grad_norm = check_positive_finite("max_grad_norm", max_grad_norm)
 
     idx = transfer_indices(data.y_train, fraction=transfer_fraction, omit_class=omit_class, seed=seed)
-    transfer_data = replace(data, X_train=data.X_train[idx], y_train=data.y_train[idx])
-    # (N_transfer, C); a memory-mapped reader is not loaded, only re-indexed
-    soft = logits_all[idx].contiguous() if isinstance(logits_all, torch.Tensor) else logits_all.subset(idx)
+    if len(idx) == len(data.y_train):  # the whole training split: no copy (X may be a memmap larger than RAM)
+        transfer_data, soft = data, logits_all
+    else:
+        transfer_data = replace(data, X_train=data.X_train[idx.numpy()], y_train=data.y_train[idx])
+        # (N_transfer, C); a memory-mapped reader is not loaded, only re-indexed
+        soft = logits_all[idx].contiguous() if isinstance(logits_all, torch.Tensor) else logits_all.subset(idx)
     use_labels = transfer == "train" and alpha > 0.0
 
     def loss(logits: torch.Tensor, targets: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
