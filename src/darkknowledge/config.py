@@ -145,14 +145,7 @@ class DistillConfig(_Strict):
     alpha: float = Field(0.1, ge=0.0, le=1.0)
     divergence: Literal["kl", "reverse_kl", "js"] = "kl"
     lr: float | None = Field(None, gt=0.0)
-    max_grad_norm: float | Literal["auto"] | None = "auto"
-
-    @field_validator("max_grad_norm")
-    @classmethod
-    def _positive_norm(cls, v: float | str | None) -> float | str | None:
-        if isinstance(v, (int, float)) and not (0 < v < float("inf")):
-            raise ValueError(f"max_grad_norm must be a finite number > 0, 'auto' or null, got {v}")
-        return v
+    max_grad_norm: float | None = Field(5.0, gt=0.0, allow_inf_nan=False)
     transfer: Literal["train", "unlabelled"] = "train"
     transfer_fraction: float = Field(1.0, gt=0.0, le=1.0)
     omit_class: int | None = Field(None, ge=0)
