@@ -187,7 +187,7 @@ def markdown(a: dict, b: dict, teacher_src: str, teacher_acc: float, args, load:
         f"    python benchmarks/bench_distill.py --threads {args.threads} --epochs {args.epochs} --repeats {args.repeats} "
         f"--pipeline-epochs {args.pipeline_epochs} --pipeline-repeats {args.pipeline_repeats} --teacher-epochs {args.teacher_epochs} --write docs/performance-distill.md",
         "",
-        f"Teacher: MLP 2x1200, dropout 0.5 / input 0.2 ({teacher_src}; test accuracy {100 * teacher_acc:.2f} %). "
+        f"Teacher: {teacher_src}; test accuracy {100 * teacher_acc:.2f} %). "
         f"Student: MLP 2x64. T = {T:g}, α = {ALPHA:g}, batch {BATCH}, SGD lr {LR:g}, momentum {MOMENTUM:g}.",
         "",
         "## (a) An epoch of distillation from cached logits vs an epoch of plain training",
@@ -246,6 +246,9 @@ def main(argv=None) -> int:
     load0 = os.getloadavg()[0]
     data = get_data()
     teacher, teacher_src = get_teacher(data, args.teacher_epochs)
+    opts = teacher.spec.options if hasattr(teacher, "spec") else {}
+    teacher_src = (f"MLP 2x1200, dropout {opts.get('dropout', '?')} / input {opts.get('input_dropout', '?')} "
+                   f"({teacher_src}")
     teacher_acc = accuracy(teacher, data)
     print(f"teacher {teacher_src}: test accuracy {100 * teacher_acc:.2f} %", flush=True)
     logits = teacher_logits(teacher, data.X_train)  # (N, C)
