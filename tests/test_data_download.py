@@ -6,9 +6,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
-import http.server
 import struct
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -232,57 +230,14 @@ def test_label_out_of_range_is_rejected(env, monkeypatch):
 # --------------------------------------------------------------------------- downloads
 
 
-class Server:
-    """http.server on 127.0.0.1 (port 0) in a thread, serving bytes with a chosen fault."""
-
-    def __init__(self, files: dict[str, bytes]):
-        self.files = dict(files)
-        self.truncate: set[str] = set()
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                name = self.path.rsplit("/", 1)[-1]
-                server.requests.append(self.path)
-                if name not in server.files:
-                    self.send_error(404)
-                    return
-                data = server.files[name]
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if name in server.truncate:
-                    self.wfile.write(data[: len(data) // 2])  # then the connection closes
-                    self.close_connection = True
-                else:
-                    self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/files/"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join()
-
-
 def cache_files(env, name="mnist"):
     folder = env / "cache" / "darkknowledge" / name
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
-def test_download_good_then_found_in_cache(env, fake):
+def test_download_good_then_found_in_cache(env, fake, local_http_server):
     arrays, gz = fake
-    with Server(gz) as server:
+    with local_http_server(gz) as server:
         ds = load_dataset("mnist", mirror=server.url)
     check_values(ds, arrays)
     assert ds.metadata["source"] == server.url
@@ -295,9 +250,9 @@ def test_download_good_then_found_in_cache(env, fake):
     check_values(again, arrays)
 
 
-def test_download_mirror_from_env_var(env, fake, monkeypatch):
+def test_download_mirror_from_env_var(env, fake, monkeypatch, local_http_server):
     arrays, gz = fake
-    with Server(gz) as server:
+    with local_http_server(gz) as server:
         monkeypatch.setenv("DARKKNOWLEDGE_FASHION_MNIST_MIRROR", server.url.rstrip("/"))
         ds = load_dataset("fashion-mnist", download=True)
     check_values(ds, arrays)
@@ -305,14 +260,14 @@ def test_download_mirror_from_env_var(env, fake, monkeypatch):
     assert cache_files(env, "fashion-mnist") == sorted(gz)
 
 
-def test_download_true_overrides_offline_env(env, fake, monkeypatch):
+def test_download_true_overrides_offline_env(env, fake, monkeypatch, local_http_server):
     arrays, gz = fake
     monkeypatch.setenv("DARKKNOWLEDGE_OFFLINE", "1")
-    with Server(gz) as server:
+    with local_http_server(gz) as server:
         check_values(load_dataset("mnist", mirror=server.url, download=True), arrays)
 
 
-def test_corrupted_download_names_file_and_checksums(env, fake):
+def test_corrupted_download_names_file_and_checksums(env, fake, local_http_server):
     _, gz = fake
     bad = dict(gz)
     flipped = bytearray(gz["t10k-images-idx3-ubyte.gz"])
@@ -320,24 +275,24 @@ def test_corrupted_download_names_file_and_checksums(env, fake):
     bad["t10k-images-idx3-ubyte.gz"] = bytes(flipped)
     expected = hashlib.sha256(gz["t10k-images-idx3-ubyte.gz"]).hexdigest()
     got = hashlib.sha256(bad["t10k-images-idx3-ubyte.gz"]).hexdigest()
-    with Server(bad) as server:
+    with local_http_server(bad) as server:
         with pytest.raises(DataError, match=rf"Checksum mismatch for t10k-images-idx3-ubyte\.gz downloaded from {server.url}t10k-images-idx3-ubyte\.gz: expected sha256 {expected}, got {got}\. The file was not kept\."):
             load_dataset("mnist", mirror=server.url)
     # the two files before it were verified and kept; the bad one and no temporary file remain
     assert cache_files(env) == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]
 
 
-def test_truncated_download_leaves_nothing(env, fake):
+def test_truncated_download_leaves_nothing(env, fake, local_http_server):
     _, gz = fake
     n = len(gz["train-images-idx3-ubyte.gz"])
-    with Server(gz) as server:
+    with local_http_server(gz) as server:
         server.truncate.add("train-images-idx3-ubyte.gz")
         with pytest.raises(DataError, match=rf"Download of train-images-idx3-ubyte\.gz from .* was truncated: expected {n} bytes.*got {n // 2}\. Nothing was kept"):
             load_dataset("mnist", mirror=server.url)
     assert cache_files(env) == []
 
 
-def test_md5_recorded_algorithm_is_used(env, fake, monkeypatch):
+def test_md5_recorded_algorithm_is_used(env, fake, monkeypatch, local_http_server):
     arrays, gz = fake
     source = mnist_mod.SOURCES["mnist"]
     files = {
@@ -345,28 +300,28 @@ def test_md5_recorded_algorithm_is_used(env, fake, monkeypatch):
         for role, f in source.files.items()
     }
     monkeypatch.setitem(mnist_mod.SOURCES, "mnist", dataclasses.replace(source, files=files))
-    with Server(gz) as server:
+    with local_http_server(gz) as server:
         ds = load_dataset("mnist", mirror=server.url)
     check_values(ds, arrays)
     assert ds.metadata["files"]["train_labels"]["md5"] == hashlib.md5(gz["train-labels-idx1-ubyte.gz"]).hexdigest()
     wrong = dict(files, train_images=dataclasses.replace(files["train_images"], checksum="0" * 32))
     monkeypatch.setitem(mnist_mod.SOURCES, "fashion-mnist",
                         dataclasses.replace(mnist_mod.SOURCES["fashion-mnist"], files=wrong))
-    with Server(gz) as server:
+    with local_http_server(gz) as server:
         with pytest.raises(DataError, match=f"expected md5 {'0' * 32}, got {hashlib.md5(gz['train-images-idx3-ubyte.gz']).hexdigest()}"):
             load_dataset("fashion-mnist", mirror=server.url)
     assert cache_files(env, "fashion-mnist") == []
 
 
-def test_http_error_is_reported(env, fake):
+def test_http_error_is_reported(env, fake, local_http_server):
     _, gz = fake
-    with Server({}) as server:
+    with local_http_server({}) as server:
         with pytest.raises(OSError, match=rf"Could not download train-images-idx3-ubyte\.gz from {server.url}train-images-idx3-ubyte\.gz: HTTP Error 404"):
             load_dataset("mnist", mirror=server.url)
     assert cache_files(env) == []
 
 
-def test_download_argument_must_be_bool(env, fake):
+def test_download_argument_must_be_bool(env, fake, local_http_server):
     with pytest.raises(TypeError, match=r"download must be True, False or None, got 'yes' instead"):
         load_dataset("mnist", download="yes")
 

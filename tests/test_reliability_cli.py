@@ -12,12 +12,10 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
-import http.server
 import re
 import struct
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -244,48 +242,14 @@ def test_idx_header_does_not_match_data(tmp_path, capsys, mnist_env, monkeypatch
     _check_error(code, err, r"t10k-images-idx3-ubyte\.gz is truncated: its header promises shape \(11, 28, 28\)")
 
 
-class _Server:
-    """http.server on 127.0.0.1 serving fixed bytes (no network beyond the loopback)."""
-
-    def __init__(self, files):
-        files = dict(files)
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                data = files.get(self.path.rsplit("/", 1)[-1])
-                if data is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join()
-
-
-def test_download_with_wrong_checksum(tmp_path, capsys, mnist_env, monkeypatch):
+def test_download_with_wrong_checksum(tmp_path, capsys, mnist_env, monkeypatch, local_http_server):
     arrays, register = mnist_env
     gz = register(arrays)
     served = dict(gz)
     flipped = bytearray(gz["train-images-idx3-ubyte.gz"])
     flipped[len(flipped) // 2] ^= 0x01
     served["train-images-idx3-ubyte.gz"] = bytes(flipped)
-    with _Server(served) as server:
+    with local_http_server(served) as server:
         monkeypatch.setenv("DARKKNOWLEDGE_MNIST_MIRROR", server.url)
         code, err = _run_cli(_train(tmp_path, "mnist"), capsys)
     expected = hashlib.sha256(gz["train-images-idx3-ubyte.gz"]).hexdigest()
