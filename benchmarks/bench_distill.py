@@ -89,6 +89,7 @@ def bench_epoch_cost(data, logits, *, epochs: int, repeats: int) -> dict:
     common = dict(epochs=epochs, batch_size=BATCH, lr=LR, momentum=MOMENTUM, lr_schedule="cosine", progress=False)
     variants = {
         "fit (plain cross-entropy)": lambda: fit(student(data), data, **common),
+        "fit (plain cross-entropy), clipping 5.0": lambda: fit(student(data), data, max_grad_norm=5.0, **common),
         "distill, cached logits, no clipping": lambda: distill(
             student(data), logits, data, temperature=T, alpha=ALPHA, max_grad_norm=None, **common).fit,
         "distill, cached logits, default clipping (5.0)": lambda: distill(
@@ -148,19 +149,27 @@ def our_pipeline(teacher, model, data, *, epochs: int, seed: int = 0) -> tuple[f
     return time.perf_counter() - t0, t_inf, [h["seconds"] for h in res.history]
 
 
-def bench_pipeline(teacher, data, *, epochs: int, repeats: int) -> dict:
-    """Both loops ``repeats`` times, interleaved; the fastest run of each (the least disturbed by other jobs)."""
-    ours_runs, tut_runs = [], []
-    for _ in range(repeats):
-        ours_model, tut_model = student(data), student(data)  # same initial weights (seed 0)
-        ours_runs.append((*our_pipeline(teacher, ours_model, data, epochs=epochs), accuracy(ours_model, data)))
-        tut_runs.append((tutorial_loop(teacher, tut_model, data, epochs=epochs), accuracy(tut_model, data)))
-    ours_s, t_inf, per_epoch, ours_acc = min(ours_runs, key=lambda r: r[0])
-    tut_s, tut_acc = min(tut_runs, key=lambda r: r[0])
-    return {"epochs": epochs, "repeats": repeats, "ours_seconds": ours_s, "teacher_inference_seconds": t_inf,
-            "ours_seconds_per_epoch": per_epoch, "tutorial_seconds": tut_s, "speedup": tut_s / ours_s,
-            "ours_all_seconds": [r[0] for r in ours_runs], "tutorial_all_seconds": [r[0] for r in tut_runs],
-            "ours_accuracy": ours_acc, "tutorial_accuracy": tut_acc}
+def bench_pipeline(teacher, data, *, epochs: int, seeds: list[int]) -> dict:
+    """Both loops once per seed (student initialisation and shuffling), interleaved; times and accuracies per seed."""
+    runs = []
+    for seed in seeds:
+        ours_model, tut_model = student(data, seed), student(data, seed)  # the same initial weights
+        ours_s, t_inf, per_epoch = our_pipeline(teacher, ours_model, data, epochs=epochs, seed=seed)
+        tut_s = tutorial_loop(teacher, tut_model, data, epochs=epochs, seed=seed)
+        runs.append({"seed": seed, "ours_seconds": ours_s, "teacher_inference_seconds": t_inf,
+                     "ours_seconds_per_epoch": per_epoch, "tutorial_seconds": tut_s,
+                     "ours_accuracy": accuracy(ours_model, data), "tutorial_accuracy": accuracy(tut_model, data)})
+        r = runs[-1]
+        print(f"    seed {seed}: tutorial {tut_s:.1f} s ({100 * r['tutorial_accuracy']:.2f} %), "
+              f"darkknowledge {ours_s:.1f} s ({100 * r['ours_accuracy']:.2f} %)", flush=True)
+    mean = lambda key: statistics.fmean(r[key] for r in runs)  # noqa: E731
+    std = lambda key: statistics.stdev(r[key] for r in runs) if len(runs) > 1 else 0.0  # noqa: E731
+    return {"epochs": epochs, "seeds": seeds, "runs": runs,
+            "speedup": statistics.median(r["tutorial_seconds"] / r["ours_seconds"] for r in runs),
+            "ours_accuracy": mean("ours_accuracy"), "ours_accuracy_std": std("ours_accuracy"),
+            "tutorial_accuracy": mean("tutorial_accuracy"), "tutorial_accuracy_std": std("tutorial_accuracy"),
+            "teacher_inference_seconds": statistics.median(r["teacher_inference_seconds"] for r in runs),
+            "ours_seconds_per_epoch": [x for r in runs for x in r["ours_seconds_per_epoch"]]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,7 +194,7 @@ def markdown(a: dict, b: dict, teacher_src: str, teacher_acc: float, args, load:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads. Fashion-MNIST, 54,000 training rows, float32.",
         "",
         f"    python benchmarks/bench_distill.py --threads {args.threads} --epochs {args.epochs} --repeats {args.repeats} "
-        f"--pipeline-epochs {args.pipeline_epochs} --pipeline-repeats {args.pipeline_repeats} --teacher-epochs {args.teacher_epochs} --write docs/performance-distill.md",
+        f"--pipeline-epochs {args.pipeline_epochs} --pipeline-seeds {' '.join(map(str, args.pipeline_seeds))} --teacher-epochs {args.teacher_epochs} --write docs/performance-distill.md",
         "",
         f"Teacher: {teacher_src}; test accuracy {100 * teacher_acc:.2f} %). "
         f"Student: MLP 2x64. T = {T:g}, α = {ALPHA:g}, batch {BATCH}, SGD lr {LR:g}, momentum {MOMENTUM:g}.",
@@ -204,19 +213,19 @@ def markdown(a: dict, b: dict, teacher_src: str, teacher_acc: float, args, load:
         "",
         "## (b) The whole pipeline vs the tutorial loop",
         "",
-        f"{b['epochs']} epochs each, the same student initial weights; the fastest of {b['repeats']} interleaved runs of each "
-        f"(all runs, s: ours {', '.join(f'{x:.1f}' for x in b['ours_all_seconds'])}; tutorial "
-        f"{', '.join(f'{x:.1f}' for x in b['tutorial_all_seconds'])}). Ours: the teacher's logits once "
+        f"{b['epochs']} epochs each, for each seed (student initialisation and minibatch order) the two loops one after "
+        f"the other from the same initial weights. Ours: the teacher's logits once "
         f"({b['teacher_inference_seconds']:.2f} s), then `distill` (which also evaluates the validation split every epoch). "
         "Tutorial: `DataLoader(TensorDataset(X, y), batch_size=128, shuffle=True)`, the teacher's forward pass under "
         "`no_grad` at every step, `F.kl_div(F.log_softmax(s/T), F.softmax(t/T), reduction='batchmean') * T²` "
         "+ cross-entropy. Target: ≥ 3x faster at equal or better student accuracy.",
         "",
-        "| loop | wall s | student test accuracy |",
-        "|---|---:|---:|",
-        f"| tutorial | {b['tutorial_seconds']:.1f} | {100 * b['tutorial_accuracy']:.2f} % |",
-        f"| darkknowledge (inference once + distill) | {b['ours_seconds']:.1f} | {100 * b['ours_accuracy']:.2f} % |",
-        f"| **speed-up** | **{b['speedup']:.2f}x** | |",
+        "| seed | tutorial: wall s | tutorial: student test accuracy | darkknowledge: wall s | darkknowledge: student test accuracy | speed-up |",
+        "|---:|---:|---:|---:|---:|---:|",
+        *[f"| {r['seed']} | {r['tutorial_seconds']:.1f} | {100 * r['tutorial_accuracy']:.2f} % | {r['ours_seconds']:.1f} | "
+          f"{100 * r['ours_accuracy']:.2f} % | {r['tutorial_seconds'] / r['ours_seconds']:.2f}x |" for r in b["runs"]],
+        f"| mean ± sd | | {100 * b['tutorial_accuracy']:.2f} ± {100 * b['tutorial_accuracy_std']:.2f} % | | "
+        f"{100 * b['ours_accuracy']:.2f} ± {100 * b['ours_accuracy_std']:.2f} % | **{b['speedup']:.2f}x** (median) |",
         "",
         "## (c) 2x1200 dropout MLP → 2x64 MLP, seconds per distillation epoch",
         "",
@@ -234,7 +243,8 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=1, help="epochs per repeat in (a)")
     ap.add_argument("--repeats", type=int, default=7, help="interleaved repeats in (a)")
     ap.add_argument("--pipeline-epochs", type=int, default=3, help="epochs of (b) and (c)")
-    ap.add_argument("--pipeline-repeats", type=int, default=2, help="interleaved repeats of (b); the fastest of each is kept")
+    ap.add_argument("--pipeline-seeds", type=int, nargs="+", default=[0, 1, 2],
+                    help="student seeds of (b): each runs both loops (default 0 1 2)")
     ap.add_argument("--teacher-epochs", type=int, default=3, help="epochs of the 2x1200 teacher if it must be trained")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch intra-op threads (default 1: for these small students on a shared 2-core machine one "
@@ -256,10 +266,11 @@ def main(argv=None) -> int:
     print("\n(a) seconds per epoch: median, fastest; ratio to plain fit: median of paired epochs, fastest to fastest")
     for k, v in a["median_seconds"].items():
         print(f"    {k:<48s} {v:7.2f} s {a['min_seconds'][k]:7.2f} s   {a['paired_ratio'][k]:.3f}x {a['min_ratio'][k]:.3f}x")
-    b = bench_pipeline(teacher, data, epochs=args.pipeline_epochs, repeats=args.pipeline_repeats)
-    print(f"\n(b) {b['epochs']} epochs: tutorial loop {b['tutorial_seconds']:.1f} s "
-          f"(student test acc {100 * b['tutorial_accuracy']:.2f} %) vs darkknowledge {b['ours_seconds']:.1f} s "
-          f"(acc {100 * b['ours_accuracy']:.2f} %): {b['speedup']:.2f}x faster")
+    print(f"\n(b) {args.pipeline_epochs} epochs, the tutorial loop vs darkknowledge, seeds {args.pipeline_seeds}")
+    b = bench_pipeline(teacher, data, epochs=args.pipeline_epochs, seeds=args.pipeline_seeds)
+    print(f"    median speed-up {b['speedup']:.2f}x; student test accuracy: tutorial "
+          f"{100 * b['tutorial_accuracy']:.2f} ± {100 * b['tutorial_accuracy_std']:.2f} %, darkknowledge "
+          f"{100 * b['ours_accuracy']:.2f} ± {100 * b['ours_accuracy_std']:.2f} %")
     per_epoch = statistics.median(b["ours_seconds_per_epoch"])
     print(f"\n(c) 2x1200 -> 2x64: {per_epoch:.2f} s per distillation epoch vs torchdistill ~{TORCHDISTILL_SECONDS_PER_EPOCH:g} s: "
           f"{TORCHDISTILL_SECONDS_PER_EPOCH / per_epoch:.1f}x")

@@ -10,7 +10,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "darkknowledge"
 # floor of each module, bottom (0) to top; a subpackage's modules share its floor and may import each other
 FLOORS = {
     "_checks": 0, "_fused_kd": 0,
-    "info": 1, "data": 1, "config": 1, "models": 1, "schedules": 1, "distributed": 1, "report": 1, "mle": 1,
+    "info": 1, "data": 1, "config": 1, "augment": 1, "models": 1, "schedules": 1, "distributed": 1, "report": 1, "mle": 1,
     "functional": 2, "checkpoint": 2,
     "losses": 3, "teachers": 3,
     "train": 4, "evaluate": 4, "soft_targets": 4,

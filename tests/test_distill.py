@@ -258,3 +258,15 @@ def test_gradient_clipping_by_default(monkeypatch):
     assert seen == [5.0, None, 2.0]
     with pytest.raises(ValueError, match=r"max_grad_norm must be a finite number > 0, got -1"):
         distill(student, teacher, data, max_grad_norm=-1, epochs=1, progress=False)
+
+
+def test_distill_checks_labels_once_with_a_clear_error():
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(150, 6, generator=g), torch.randint(0, 4, (150,), generator=g)
+    y[:4] = torch.arange(4)
+    data = Splits(X[:100], y[:100], X[100:], y[100:])
+    bad = Splits(data.X_train, data.y_train.clone(), data.X_val, data.y_val)
+    bad.y_train[3] = -1
+    teacher = torch.randn(100, 4)
+    with pytest.raises(ValueError, match=r"data.y_train must hold class ids in \[0, 3\], got values in \[-1, 3\]"):
+        distill(build_model("mlp", input_shape=(6,), num_classes=4, hidden=[8], seed=0), teacher, bad, temperature=2.0, alpha=0.5, epochs=1, progress=False)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from scipy.special import softmax as sp_softmax
 
 from darkknowledge import _fused_kd, losses
-from darkknowledge.losses import DistillationLoss, distillation_loss
+from darkknowledge.losses import DistillationLoss, LossAndGradient, TrainingDistillationLoss, distillation_loss
 
 BACKENDS = ["eager", "compiled"]
 DIVS = ["kl", "reverse_kl", "js"]
@@ -384,3 +384,80 @@ def test_bad_tensors():
     for args, exc, match in cases:
         with pytest.raises(exc, match=match):
             distillation_loss(*args)
+
+
+# ---------------------------------------------------------------- the training-loop form
+
+
+def _reference(s, t, y, **kw):
+    """Mean loss and gradient of the float64 composition."""
+    s64 = s.detach().double().requires_grad_(True)
+    loss = plain_rows(s64, t.double(), y, **kw).mean()
+    loss.backward()
+    return loss.detach(), s64.grad
+
+
+@pytest.mark.parametrize("divergence", DIVS)
+@pytest.mark.parametrize("with_target", [True, False])
+@pytest.mark.parametrize("backend", ["auto", "eager"])
+def test_value_and_grad_and_call_match_float64(divergence, with_target, backend):
+    s, t, y = make(n=33, c=10, seed=3)
+    y = y if with_target else None
+    fn = TrainingDistillationLoss(temperature=3.0, alpha=0.3, divergence=divergence, backend=backend)
+    ref_loss, ref_grad = _reference(s, t, y, temperature=3.0, alpha=0.3, divergence=divergence)
+
+    out = fn.value_and_grad(s.clone().requires_grad_(True), t, y)
+    assert isinstance(out, LossAndGradient) and not out.loss.requires_grad and not out.grad.requires_grad
+    torch.testing.assert_close(out.loss.double(), ref_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.grad.double(), ref_grad, rtol=1e-4, atol=1e-7)
+
+    leaf = s.clone().requires_grad_(True)
+    loss = fn(leaf, t, y)
+    loss.backward()
+    torch.testing.assert_close(loss.detach().double(), ref_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(leaf.grad.double(), ref_grad, rtol=1e-4, atol=1e-7)
+
+
+def test_equals_the_checked_loss_bit_for_bit():
+    s, t, y = make(n=128, c=10, seed=1)
+    fn = TrainingDistillationLoss(temperature=4.0, alpha=0.1)
+    a = s.clone().requires_grad_(True)
+    checked = distillation_loss(a, t, y, temperature=4.0, alpha=0.1)
+    checked.backward()
+    fast = fn.value_and_grad(s, t, y)
+    assert torch.equal(fast.loss, checked.detach()) and torch.equal(fast.grad, a.grad)
+    b = s.clone().requires_grad_(True)
+    attached = fn(b, t, y)
+    attached.backward()
+    assert torch.equal(attached.detach(), checked.detach()) and torch.equal(b.grad, a.grad)
+
+
+def test_other_dtypes_and_float16_teachers_take_a_correct_path():
+    s, t, y = make(n=20, c=7, dtype=torch.float64, seed=2)
+    fn = TrainingDistillationLoss(temperature=2.0, alpha=0.5)
+    ref_loss, ref_grad = _reference(s, t, y, temperature=2.0, alpha=0.5, divergence="kl")
+    out = fn.value_and_grad(s, t, y)  # float64: the general path
+    torch.testing.assert_close(out.loss, ref_loss, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out.grad, ref_grad, rtol=1e-10, atol=1e-12)
+    s32, t16 = s.float(), t.half()  # a float16 soft-target cache with a float32 student
+    ref_loss, _ = _reference(s32, t16, y, temperature=2.0, alpha=0.5, divergence="kl")
+    torch.testing.assert_close(fn.value_and_grad(s32, t16, y).loss.double(), ref_loss, rtol=1e-5, atol=1e-6)
+
+
+def test_nan_logits_get_the_checked_loss_error():
+    s, t, y = make(n=4, c=5)
+    s[1, 2] = float("nan")
+    fn = TrainingDistillationLoss()
+    with pytest.raises(ValueError, match=r"student_logits must not contain NaN, got 1 NaN"):
+        fn.value_and_grad(s, t, y)
+    with pytest.raises(ValueError, match=r"student_logits must not contain NaN"):
+        fn(s.requires_grad_(True), t, y)
+
+
+def test_bad_hyperparameters_are_refused_once():
+    with pytest.raises(ValueError, match=r"temperature must be"):
+        TrainingDistillationLoss(temperature=0.0)
+    with pytest.raises(ValueError, match=r"alpha must be"):
+        TrainingDistillationLoss(alpha=1.5)
+    with pytest.raises(ValueError, match=r"divergence must be one of"):
+        TrainingDistillationLoss(divergence="kld")

@@ -20,7 +20,9 @@ from darkknowledge.checkpoint import load_model
 from darkknowledge.data._types import Splits
 from darkknowledge.models import build_model
 from darkknowledge.schedules import build_scheduler, lr_factor
+from darkknowledge.losses import TrainingDistillationLoss, distillation_loss
 from darkknowledge.train import (
+    clip_grad_norm,
     LOSS_NAMES,
     TrainingDivergedError,
     evaluate_loss_accuracy,
@@ -604,3 +606,45 @@ def test_fresh_start_in_a_used_folder_drops_the_old_run(tmp_path):
     reference = _resume_model(1)
     full = fit(reference, data, **_RESUME_KW)
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
+
+
+# ---------------------------------------------------------------- clipping, and losses that give their gradient
+@pytest.mark.parametrize("max_norm", [0.01, 1.0, 1e6])
+def test_clip_grad_norm_matches_torch(max_norm):
+    torch.manual_seed(0)
+    a = build_model("mlp", input_shape=(6,), num_classes=3, hidden=[8, 8], seed=0)
+    b = build_model("mlp", input_shape=(6,), num_classes=3, hidden=[8, 8], seed=0)
+    x = torch.randn(16, 6)
+    for m in (a, b):
+        (m(x) ** 2).sum().backward()
+    torch.nn.utils.clip_grad_norm_(a.parameters(), max_norm)
+    clip_grad_norm(list(b.parameters()), max_norm)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pb.grad, pa.grad, rtol=1e-6, atol=0.0)
+    clip_grad_norm([torch.zeros(2, requires_grad=True)], 1.0)  # no gradients yet: nothing to do
+
+
+def _blobs4(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centers = 2.0 * torch.randn(4, 6, generator=g)
+    y = torch.randint(0, 4, (200,), generator=g)
+    X = centers[y] + torch.randn(200, 6, generator=g)
+    return Splits(X[:150], y[:150], X[150:], y[150:])
+
+
+def _mlp(seed=0):
+    return build_model("mlp", input_shape=(6,), num_classes=4, hidden=[12], dropout=0.2, seed=seed)
+
+
+def test_fit_with_a_loss_and_gradient_equals_fit_with_the_checked_loss():
+    data = _blobs4()
+    teacher = torch.randn(150, 4, generator=torch.Generator().manual_seed(5)) * 3
+    fn = TrainingDistillationLoss(temperature=4.0, alpha=0.2)
+    kw = dict(epochs=3, batch_size=32, lr=0.1, max_grad_norm=0.5, progress=False)
+
+    a, b = _mlp(), _mlp()
+    ra = fit(a, data, loss=lambda out, y, i: distillation_loss(out, teacher[i], y, temperature=4.0, alpha=0.2), **kw)
+    rb = fit(b, data, loss=lambda out, y, i: fn.value_and_grad(out, teacher[i], y), **kw)
+    for k in a.state_dict():
+        assert torch.equal(a.state_dict()[k], b.state_dict()[k]), k
+    assert [h["loss"] for h in ra.history] == [h["loss"] for h in rb.history]

@@ -261,6 +261,9 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, help="L2 penalty lambda: w <- (1 - 2 lr lambda) w - lr grad")
     p.add_argument("--lr-schedule", choices=["constant", "cosine", "onecycle"])
     p.add_argument("--patience", type=int, dest="early_stopping_patience", help="early-stopping patience in epochs")
+    p.add_argument("--hflip", action="store_true", default=None,
+                   help="augment: mirror training images left to right at random (image datasets)")
+    p.add_argument("--shift", type=int, help="augment: shift training images by up to this many pixels at random")
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="run folder to write (default runs/train)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
@@ -285,9 +288,20 @@ def _train_config_from_args(args: argparse.Namespace):
     for flag, key in (("hidden", "hidden"), ("dropout", "dropout"), ("input_dropout", "input_dropout")):
         if getattr(args, flag) is not None:
             raw["model"]["options"][key] = getattr(args, flag)
+    if raw["model"]["name"] == "cnn" and isinstance(raw["model"]["options"].get("hidden"), list):
+        if len(raw["model"]["options"]["hidden"]) != 1:
+            raise ValueError(f"--hidden takes one size for a cnn (its dense layer), got {args.hidden} instead.")
+        raw["model"]["options"]["hidden"] = raw["model"]["options"]["hidden"][0]
     for key in ("epochs", "batch_size", "lr", "momentum", "weight_decay", "lr_schedule", "early_stopping_patience"):
         if getattr(args, key) is not None:
             raw["train"][key] = getattr(args, key)
+    if args.hflip is not None or args.shift is not None:
+        augment = dict(raw["train"].get("augment") or {})
+        if args.hflip is not None:
+            augment["hflip"] = True
+        if args.shift is not None:
+            augment["shift"] = args.shift
+        raw["train"]["augment"] = augment
     if args.seed is not None:
         raw["seed"] = args.seed
     if args.out is not None:

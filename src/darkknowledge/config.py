@@ -29,6 +29,7 @@ __all__ = [
     "ConfigError",
     "DatasetConfig",
     "ModelConfig",
+    "AugmentConfig",
     "TrainConfig",
     "TeacherConfig",
     "StudentConfig",
@@ -69,6 +70,14 @@ class ModelConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class AugmentConfig(_Strict):
+    """Random flips and shifts of training images (``darkknowledge.augment.ImageAugment``)."""
+
+    hflip: bool = False
+    shift: int = Field(0, ge=0)
+    fill: float = Field(0.0, allow_inf_nan=False)
+
+
 class TrainConfig(_Strict):
     """Hyperparameters of ``darkknowledge.train.fit`` (minibatch SGD of the notes)."""
 
@@ -82,6 +91,7 @@ class TrainConfig(_Strict):
     warmup_epochs: int = Field(0, ge=0)
     early_stopping_patience: int | None = Field(None, ge=1)
     max_grad_norm: float | None = Field(None, gt=0.0)
+    augment: AugmentConfig | None = None
 
     def fit_kwargs(self) -> dict[str, Any]:
         """The keyword arguments for ``fit``."""
@@ -106,6 +116,16 @@ class StudentConfig(_Strict):
 
     model: ModelConfig = Field(default_factory=lambda: ModelConfig(name="mlp", options={"hidden": [16]}))
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=40))
+
+    @model_validator(mode="after")
+    def _no_augment(self) -> StudentConfig:
+        if self.train.augment is not None:
+            raise ValueError(
+                "student.train.augment must be null: the cached soft targets are the teacher's outputs for "
+                "the unaugmented transfer set, so the distilled student cannot see augmented images "
+                "(and the student alone keeps the same recipe)"
+            )
+        return self
 
 
 class SweepConfig(_Strict):

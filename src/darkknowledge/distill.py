@@ -29,7 +29,7 @@ from torch import nn
 
 from darkknowledge._checks import check_in_range, check_one_of, check_positive_finite
 from darkknowledge.data._types import Splits
-from darkknowledge.losses import distillation_loss
+from darkknowledge.losses import LossAndGradient, TrainingDistillationLoss
 from darkknowledge.train import FitResult, TrainingDivergedError, evaluate_loss_accuracy, fit
 
 __all__ = [
@@ -183,6 +183,16 @@ def _diverged_message(exc: Exception, temperature: float, lr: float) -> str:
     )
 
 
+def _check_class_ids(y: torch.Tensor, num_classes: int) -> None:
+    """Raise unless the labels ``y`` ``(N,)`` are integer class ids in ``[0, num_classes)``."""
+    if y.is_floating_point() or y.dtype == torch.bool:
+        raise TypeError(f"data.y_train must hold integer class ids, got {y.dtype} instead.")
+    if len(y):
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(f"data.y_train must hold class ids in [0, {num_classes - 1}], got values in [{lo}, {hi}] instead.")
+
+
 def distill(
     student: nn.Module,
     teacher: nn.Module | torch.Tensor | str | Path | list[nn.Module],
@@ -235,6 +245,11 @@ def distill(
     alpha = check_in_range("alpha", alpha, 0.0, 1.0)
     check_one_of("divergence", divergence, ("kl", "reverse_kl", "js"))
     check_one_of("transfer", transfer, TRANSFER_KINDS)
+    if fit_kwargs.get("augment") is not None:
+        raise ValueError(
+            "augment must be None for distill: the soft targets are the teacher's outputs for the "
+            "unaugmented transfer set, so an augmented image would be matched to the wrong target."
+        )
 
     logits_all = resolve_teacher_logits(
         teacher, data.X_train, cache_dir=cache_dir, dtype=soft_target_dtype, top_k=top_k
@@ -263,15 +278,13 @@ def distill(
         soft = logits_all[idx].contiguous() if isinstance(logits_all, torch.Tensor) else logits_all.subset(idx)
     use_labels = transfer == "train" and alpha > 0.0
 
-    def loss(logits: torch.Tensor, targets: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        return distillation_loss(
-            logits,
-            soft[index],
-            targets if use_labels else None,
-            temperature=temperature,
-            alpha=alpha if use_labels else 0.0,
-            divergence=divergence,
-        )
+    if use_labels:  # checked once here, so the loss need not check each minibatch
+        _check_class_ids(transfer_data.y_train, num_classes)
+    step_loss = TrainingDistillationLoss(temperature=temperature, alpha=alpha if use_labels else 0.0,
+                                         divergence=divergence)
+
+    def loss(logits: torch.Tensor, targets: torch.Tensor, index: torch.Tensor) -> LossAndGradient:
+        return step_loss.value_and_grad(logits, soft[index], targets if use_labels else None)
 
     try:
         result = fit(student, transfer_data, loss=loss, seed=seed, max_grad_norm=max_grad_norm, **fit_kwargs)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -49,7 +50,8 @@ from torch import nn
 from darkknowledge import _fused_kd
 from darkknowledge._checks import check_in_range, check_one_of, check_positive_finite, check_positive_int
 
-__all__ = ["BACKENDS", "DIVERGENCES", "REDUCTIONS", "DistillationLoss", "distillation_loss"]
+__all__ = ["BACKENDS", "DIVERGENCES", "REDUCTIONS", "DistillationLoss", "LossAndGradient",
+           "TrainingDistillationLoss", "distillation_loss"]
 
 DIVERGENCES = _fused_kd.DIVERGENCES
 REDUCTIONS = ("mean", "sum", "none")
@@ -289,3 +291,117 @@ class DistillationLoss(nn.Module):
     def extra_repr(self) -> str:
         return (f"temperature={self.temperature}, alpha={self.alpha}, "
                 f"divergence={self.divergence!r}, reduction={self.reduction!r}")
+
+
+class LossAndGradient(NamedTuple):
+    r"""A loss and its gradient with respect to the logits, for loops that call ``logits.backward(grad)``.
+
+    ``darkknowledge.train.fit`` accepts a loss callable that returns one of these: it then starts
+    backpropagation at the model's output with ``grad`` instead of building a graph for the loss.
+
+    Attributes:
+        loss: ``()`` the loss value, detached (in nats for the distillation loss).
+        grad: ``(B, C)`` :math:`\partial\,\text{loss} / \partial\,\text{logits}`, detached.
+    """
+
+    loss: torch.Tensor
+    grad: torch.Tensor
+
+
+class TrainingDistillationLoss:
+    r""":func:`distillation_loss` (mean over rows) for the inner step of a training loop.
+
+    The hyperparameters are checked once, here; each call only checks what costs nothing
+    (shapes, dtype, device) and trusts the caller for the rest: ``target`` must hold class
+    ids in ``[0, C)`` (``distill`` checks the labels once before training). On a small student
+    the per-call checks and the Python ``autograd.Function`` of :func:`distillation_loss` cost
+    as much as the loss itself, so this path gets the loss and its analytic gradient
+    :math:`G = \partial L / \partial s` from the compiled kernel and either returns both
+    (:meth:`value_and_grad`, for a loop that calls ``logits.backward(G)``) or attaches ``G``
+    with built-in autograd operations (calling the object):
+
+    .. math::
+
+        \text{out} = L + \big(\textstyle\sum_{ij} s_{ij} G_{ij} - \operatorname{stop}(\sum_{ij} s_{ij} G_{ij})\big),
+
+    whose value is exactly ``L`` (the bracket is ``x - x = 0``) and whose gradient is ``G``.
+    Anything the kernel does not serve (another dtype or device, a NaN, no compiled kernel)
+    takes :func:`distillation_loss` itself, with all its checks.
+
+    Args:
+        temperature, alpha, divergence, backend: as for :func:`distillation_loss`.
+
+    Call: ``loss(student_logits (B, C), teacher_logits (B, C), target (B,) int64 or None)``
+    returns the scalar mean loss, in nats, equal to ``distillation_loss(...)``'s.
+
+    Example:
+        >>> loss_fn = TrainingDistillationLoss(temperature=2.0, alpha=0.5)
+        >>> s = torch.tensor([[2.0, 0.5, -1.0]], requires_grad=True)
+        >>> loss = loss_fn(s, torch.tensor([[3.0, 1.0, -2.0]]), torch.tensor([0]))
+        >>> round(loss.item(), 4)
+        0.1934
+        >>> loss.backward()
+        >>> [round(v, 4) for v in s.grad[0].tolist()]
+        [-0.2071, 0.1125, 0.0945]
+    """
+
+    def __init__(self, *, temperature: float = 4.0, alpha: float = 0.1, divergence: str = "kl",
+                 backend: str | None = None) -> None:
+        self.temperature = check_positive_finite("temperature", temperature)
+        self.alpha = check_in_range("alpha", alpha, 0.0, 1.0)
+        self.divergence = check_one_of("divergence", divergence, DIVERGENCES)
+        self.backend = _resolve_backend(backend)
+
+    def __repr__(self) -> str:
+        return (f"TrainingDistillationLoss(temperature={self.temperature}, alpha={self.alpha}, "
+                f"divergence={self.divergence!r})")
+
+    def _general(self, s, t, y) -> torch.Tensor:
+        return distillation_loss(s, t, y, temperature=self.temperature, alpha=self.alpha,
+                                 divergence=self.divergence, backend=self.backend)
+
+    def _kernel(self, s, t, y) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(mean loss (), gradient (B, C))`` from the compiled kernel, or None where it does not apply."""
+        if (s.dtype != torch.float32 or s.ndim != 2 or s.device.type != "cpu" or t.shape != s.shape
+                or t.device.type != "cpu" or not t.is_floating_point()
+                or (y is not None and (y.dtype != torch.int64 or y.shape != s.shape[:1]))
+                or not _use_kernel(self.backend, s, torch.float32)):
+            return None
+        w_hard, w_soft = (self.alpha, 1.0 - self.alpha) if y is not None else (0.0, 1.0)
+        n = s.shape[0]
+        sd = s.detach()
+        rows, grad, nan_rows = _fused_kd.rows_compiled(
+            sd if sd.is_contiguous() else sd.contiguous(),
+            (t if t.dtype == torch.float32 else t.float()).contiguous(),
+            None if w_hard == 0.0 else y.contiguous(),
+            temperature=self.temperature, w_hard=w_hard, w_soft=w_soft, divergence=self.divergence,
+            gscale=1.0 / n)
+        if nan_rows:
+            return None  # the general path says which input is at fault
+        return rows.sum() * (1.0 / n), grad  # as distillation_loss scales it, to the last bit
+
+    def value_and_grad(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                       target: torch.Tensor | None = None) -> LossAndGradient:
+        """The mean loss and its gradient with respect to ``student_logits``, without an autograd graph."""
+        fast = self._kernel(student_logits, teacher_logits, target)
+        if fast is not None:
+            return LossAndGradient(*fast)
+        s = student_logits.detach().requires_grad_()
+        with torch.enable_grad():
+            loss = self._general(s, teacher_logits, target)
+            (grad,) = torch.autograd.grad(loss, s)
+        return LossAndGradient(loss.detach(), grad)
+
+    def __call__(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                 target: torch.Tensor | None = None) -> torch.Tensor:
+        s = student_logits
+        fast = self._kernel(s, teacher_logits, target)
+        if fast is None:
+            return self._general(s, teacher_logits, target)
+        total, grad = fast
+        if not s.requires_grad:
+            return total
+        dot = (s * grad).sum()  # () its gradient with respect to s is grad
+        if not torch.isfinite(dot).item():  # x - x would be NaN: the general path keeps the value
+            return self._general(s, teacher_logits, target)
+        return total + (dot - dot.detach())

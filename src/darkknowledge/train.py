@@ -61,7 +61,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from darkknowledge.augment import ImageAugment, resolve_augment
 from darkknowledge._checks import check_in_range, check_one_of, check_positive_finite, check_positive_int
 from darkknowledge.checkpoint import (
     MODEL_JSON,
@@ -84,6 +85,7 @@ from darkknowledge.checkpoint import (
     save_training_state,
     unpack_tensors,
 )
+from darkknowledge.losses import LossAndGradient
 from darkknowledge.data.batches import gather_rows, minibatches, num_batches
 from darkknowledge.distributed import (
     all_reduce_sum,
@@ -110,7 +112,7 @@ __all__ = [
 #: The valid loss names of :func:`fit` (or pass a callable).
 LOSS_NAMES: tuple[str, ...] = ("cross_entropy", "mse", "bce")
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], "torch.Tensor | LossAndGradient"]
 
 _CHECKPOINT = Path("checkpoint") / "last.safetensors"
 # fit arguments that may change between an interrupted run and its resumption
@@ -344,6 +346,22 @@ def _gather_rows(X: torch.Tensor | np.ndarray, idx: torch.Tensor, device: torch.
     return block[inverse].to(device)
 
 
+def clip_grad_norm(parameters: list[torch.Tensor], max_norm: float) -> None:
+    r"""Scale the gradients in place so that their global 2-norm is at most ``max_norm``.
+
+    The rule of ``torch.nn.utils.clip_grad_norm_``: with :math:`\lVert g \rVert_2` over all
+    gradients together, multiply each by :math:`\min(1, \text{max\_norm} / (\lVert g \rVert_2 + 10^{-6}))`.
+    Written with the foreach kernels and no host synchronisation: on a small model the
+    library function's bookkeeping costs several times the arithmetic.
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))  # () global 2-norm
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    torch._foreach_mul_(grads, coef)
+
+
 def _resolve_loss(loss: str | LossFn) -> tuple[str, LossFn, str]:
     """(name of the validation loss, training loss callable, name stored in the config)."""
     if callable(loss):
@@ -387,6 +405,7 @@ def fit(
     device: str | torch.device = "cpu",
     amp: bool = False,
     max_grad_norm: float | None = None,
+    augment: ImageAugment | Mapping[str, Any] | None = None,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> FitResult:
     """Train ``model`` in place on ``data`` with minibatch SGD; return the history and the best epoch.
@@ -401,6 +420,9 @@ def fit(
             row by row, never copying the whole array.
         loss: ``"cross_entropy"``, ``"mse"``, ``"bce"`` or a callable ``(logits, targets, index) -> scalar``
             (``index``: the ``(B,)`` int64 rows of ``data.X_train`` in the minibatch, on ``device``).
+            The callable may instead return a :class:`~darkknowledge.losses.LossAndGradient`
+            (the loss and its gradient with respect to the logits): backpropagation then starts
+            at the logits, with no graph built for the loss.
         epochs: passes over the training data.
         batch_size: rows per minibatch (the last one of an epoch may be smaller).
         lr: base (peak) learning rate :math:`\\eta`.
@@ -426,6 +448,9 @@ def fit(
         amp: mixed precision -- the forward pass under ``torch.autocast(dtype=torch.bfloat16)``
             (CPU or CUDA); the loss is computed from the outputs cast back to float32.
         max_grad_norm: clip the global gradient 2-norm to this before each step (``None``: no clipping).
+        augment: random flips and shifts of each training minibatch of images, an
+            :class:`~darkknowledge.augment.ImageAugment` or its dict form ``{"hflip": True, "shift": 2}``
+            (``None``: none). Drawn from the run's generator: reproducible and resumable.
         on_epoch_end: called as ``on_epoch_end(epoch, metrics)`` after each epoch's checkpoint
             is written; an exception raised there interrupts the run (it can be resumed).
 
@@ -479,6 +504,9 @@ def fit(
     check_positive_int("log_every", log_every)
     if max_grad_norm is not None:
         check_positive_finite("max_grad_norm", max_grad_norm)
+    augmenter = resolve_augment(augment)
+    if augmenter is not None:
+        augmenter.check_input_shape(tuple(data.X_train.shape[1:]))
     if on_epoch_end is not None and not callable(on_epoch_end):
         raise TypeError(f"on_epoch_end must be callable or None, got {type(on_epoch_end).__name__} instead.")
     if not isinstance(amp, bool):
@@ -505,6 +533,7 @@ def fit(
         "restore_best": bool(restore_best),
         "seed": seed,
         "max_grad_norm": None if max_grad_norm is None else float(max_grad_norm),
+        "augment": None if augmenter is None else augmenter.to_dict(),
         "model_spec": spec.to_dict() if hasattr(spec, "to_dict") else None,
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "data": {
@@ -592,6 +621,7 @@ def fit(
         )
 
     # --- the loop
+    trainable = [p for p in model.parameters() if p.requires_grad]
     last_lr = optimizer.param_groups[0]["lr"]
     for epoch in range(start_epoch, epochs + 1):
         if result.stopped_early:
@@ -605,12 +635,20 @@ def fit(
             # same permutation on every rank; this rank's strided share of the global batch
             idx = rank_share(global_idx, rank=rank, world_size=world).to(device)  # (b,) rows of X, b ~ B / world
             xb, yb = _gather_rows(X, idx, device), y[idx]  # (b, *input_shape), (b,)
+            if augmenter is not None:  # drawn for the global batch, so every rank's generator stays in step
+                draws = augmenter.draw(len(global_idx), generator)
+                if world > 1:
+                    draws = draws.select(rank_share(torch.arange(len(global_idx)), rank=rank, world_size=world))
+                xb = augmenter.apply(xb, draws)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
                 out = forward(xb)  # (b, C) logits
             out = out.float() if amp else out
             b = len(idx)
+            out_grad = None  # set when the loss gives its gradient with respect to out
             if b:
                 batch_loss = loss_fn(out, yb, idx)  # mean over this rank's b rows
+                if isinstance(batch_loss, LossAndGradient):
+                    batch_loss, out_grad = batch_loss
             else:  # fewer rows than ranks in the last batch: join the gradient all-reduce with zeros
                 batch_loss = out.sum() * 0.0
             last_lr = optimizer.param_groups[0]["lr"]
@@ -641,9 +679,13 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             # DDP averages gradients over ranks; weighting by b * world / B makes that the
             # gradient of the global minibatch mean: (1/W) sum_r (b_r W / B) mean_r = (1/B) sum_i l_i
-            (batch_loss * (b * world / len(global_idx)) if world > 1 else batch_loss).backward()
+            weight = b * world / len(global_idx) if world > 1 else 1.0
+            if out_grad is not None:
+                out.backward(out_grad * weight if weight != 1.0 else out_grad)
+            else:
+                (batch_loss * weight if weight != 1.0 else batch_loss).backward()
             if max_grad_norm is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+                clip_grad_norm(trainable, max_grad_norm)
             optimizer.step()
             scheduler.step()
 
