@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import textwrap
@@ -318,3 +317,38 @@ def test_distill_reads_memory_mapped_features_and_soft_targets(tmp_path):
     with torch.no_grad():
         agree = (student.eval()(torch.from_numpy(X)).argmax(1) == torch.from_numpy(y)).float().mean().item()
     assert agree > 0.8
+
+
+def test_cli_train_and_run_take_a_folder_of_npy_files(tmp_path, capsys):
+    """`--dataset <folder>` and `dataset: {name: <folder>}` open the .npy files as memory maps, used as stored."""
+    from darkknowledge.cli import main
+
+    folder = tmp_path / "npy"
+    folder.mkdir()
+    X, y = _blobs_folder(folder)
+    np.save(folder / "X_test.npy", X[50:110])
+    np.save(folder / "y_test.npy", y[50:110])
+    code = main(["train", "--dataset", str(folder), "--model", "mlp", "--hidden", "8", "--epochs", "2",
+                 "--out", str(tmp_path / "t")])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "npy: 300 train / 50 val / 60 test" in out.out
+    summary = json.loads((tmp_path / "t" / "summary.json").read_text())
+    assert summary["test"]["n_test"] == 60
+
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"dataset: {{name: {folder}}}\n"
+                   "teacher: {model: {name: mlp, options: {hidden: [16]}}, train: {epochs: 2}}\n"
+                   "student: {model: {name: mlp, options: {hidden: [4]}}, train: {epochs: 2}}\n"
+                   "distill: {sweep: {temperatures: [], alphas: []}}\nseeds: [0]\n")
+    code = main(["run", str(cfg), "--out", str(tmp_path / "r")])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert {m["n_test"] for m in results["models"]} == {60}
+
+    (folder / "X_val.npy").unlink()
+    (folder / "y_val.npy").unlink()
+    code = main(["run", str(cfg), "--out", str(tmp_path / "r2")])
+    err = capsys.readouterr().err
+    assert code == 2 and "has no validation split (X_val.npy / y_val.npy)" in err

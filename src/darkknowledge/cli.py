@@ -248,7 +248,8 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Fit one model by minibatch SGD. Flags override the values of an optional YAML config.",
     )
     p.add_argument("config", nargs="?", default=None, help="YAML config (keys: dataset, model, train, seed, out_dir)")
-    p.add_argument("--dataset", help="digits, mnist, fashion-mnist, challenger, or a .npz / .csv path")
+    p.add_argument("--dataset", help="digits, mnist, fashion-mnist, challenger, a .npz / .csv path, or a folder of "
+                   "X_train.npy, y_train.npy (and X_val / X_test pairs), memory-mapped, used as stored")
     p.add_argument("--data-dir", help="folder holding the dataset's files")
     p.add_argument("--model", help="model name: linear, logistic, softmax-regression, mlp, cnn")
     p.add_argument("--hidden", type=int, nargs="+", help="hidden layer sizes of an mlp (or the cnn's dense layer)")
@@ -328,8 +329,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import time
 
     from darkknowledge.checkpoint import atomic_write_json, save_model
-    from darkknowledge.data import load_dataset, prepare_splits
     from darkknowledge.evaluate import evaluate_model
+    from darkknowledge.experiment import load_splits
     from darkknowledge.models import build_model, count_parameters
     from darkknowledge.train import fit
 
@@ -338,13 +339,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if (out / "summary.json").exists() and not (args.force or args.resume):
         raise ValueError(f"--out {str(out)!r} already holds a finished run; pass --force to overwrite it or --resume.")
     _check_out_dir(out)
-    ds = cfg.dataset
-    dataset = load_dataset(ds.name, data_dir=ds.data_dir, download=ds.download,
-                           **({"label_column": ds.label_column} if ds.label_column else {}))
-    data = prepare_splits(dataset, val_fraction=ds.val_fraction, seed=ds.split_seed, standardize=ds.standardize)
+    data, ds_name = load_splits(cfg.dataset)
     model = build_model(cfg.model.name, input_shape=data.input_shape, num_classes=data.num_classes,
                         seed=cfg.seed, **cfg.model.options)
-    print(f"{cfg.model.name}: {count_parameters(model):,} parameters; {dataset.name}: "
+    print(f"{cfg.model.name}: {count_parameters(model):,} parameters; {ds_name}: "
           f"{len(data.y_train)} train / {0 if data.y_val is None else len(data.y_val)} val / "
           f"{0 if data.y_test is None else len(data.y_test)} test")
     start = time.perf_counter()

@@ -14,29 +14,28 @@ trains on scikit-learn's embedded digits in well under a minute on 2 CPU cores. 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import statistics
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 from torch import nn
 
 import darkknowledge
 from darkknowledge.checkpoint import atomic_write_json, load_model, save_model
-from darkknowledge.config import ExperimentConfig
+from darkknowledge.config import DatasetConfig, ExperimentConfig
 from darkknowledge.data import load_dataset, prepare_splits
 from darkknowledge.data._types import Splits
 from darkknowledge.distill import distill, sweep
 from darkknowledge.distributed import barrier, is_main_process
 from darkknowledge.evaluate import evaluate_model
+from darkknowledge.memmap import open_npy_splits
 from darkknowledge.models import build_model, count_parameters
 from darkknowledge.soft_targets import analyse_soft_targets, cached_teacher_logits
 from darkknowledge.teachers import Ensemble, bootstrap_indices, teacher_logits
 from darkknowledge.train import fit
 
-__all__ = ["run_experiment", "format_table", "OutputExistsError"]
+__all__ = ["run_experiment", "format_table", "load_splits", "OutputExistsError"]
 
 
 class OutputExistsError(ValueError):
@@ -120,6 +119,26 @@ def format_table(models: list[dict[str, Any]]) -> str:
     return "\n".join([fmt(head), "  ".join("-" * w for w in widths), *map(fmt, lines)])
 
 
+def load_splits(ds_cfg: DatasetConfig) -> tuple[Splits, str]:
+    """The splits a ``dataset:`` config names, and the data set's name.
+
+    ``ds_cfg.name`` is a built-in data set or a ``.npz`` / ``.csv`` file (loaded, split with
+    ``val_fraction`` / ``split_seed`` and standardised with training statistics), or a folder of
+    ``.npy`` files (``X_train.npy``, ``y_train.npy``, and ``X_val`` / ``X_test`` pairs) opened as
+    memory maps by :func:`darkknowledge.memmap.open_npy_splits`: such features are used as
+    stored (standardise them beforehand), and its splits are the folder's own, so
+    ``val_fraction``, ``split_seed`` and ``standardize`` do not apply to it.
+    """
+    folder = Path(ds_cfg.name)
+    if folder.is_dir():
+        return open_npy_splits(folder), folder.name
+    dataset = load_dataset(ds_cfg.name, data_dir=ds_cfg.data_dir, download=ds_cfg.download,
+                           **({"label_column": ds_cfg.label_column} if ds_cfg.label_column else {}))
+    data = prepare_splits(dataset, val_fraction=ds_cfg.val_fraction, seed=ds_cfg.split_seed,
+                          standardize=ds_cfg.standardize)
+    return data, dataset.name
+
+
 def run_experiment(
     config: ExperimentConfig | None = None,
     *,
@@ -138,12 +157,13 @@ def run_experiment(
 
     # 1. data
     ds_cfg = cfg.dataset
-    dataset = load_dataset(ds_cfg.name, data_dir=ds_cfg.data_dir, download=ds_cfg.download,
-                           **({"label_column": ds_cfg.label_column} if ds_cfg.label_column else {}))
-    data = prepare_splits(dataset, val_fraction=ds_cfg.val_fraction, seed=ds_cfg.split_seed, standardize=ds_cfg.standardize)
+    data, ds_name = load_splits(ds_cfg)
     if data.X_test is None:
         raise ValueError(f"dataset {ds_cfg.name!r} has no test split; the run evaluates on a held-out test split.")
-    log(f"data: {dataset.name}, {len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test, "
+    if data.X_val is None:
+        raise ValueError(f"dataset {ds_cfg.name!r} has no validation split (X_val.npy / y_val.npy); the run "
+                         "chooses T, alpha and the learning rate on it.")
+    log(f"data: {ds_name}, {len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test, "
         f"{data.num_classes} classes, input {data.input_shape}")
 
     # 2. teacher(s)
@@ -239,7 +259,7 @@ def run_experiment(
         "darkknowledge_version": darkknowledge.__version__,
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "config": cfg.model_dump(mode="json"),
-        "dataset": {"name": dataset.name, "num_train": len(data.y_train), "num_val": len(data.y_val),
+        "dataset": {"name": ds_name, "num_train": len(data.y_train), "num_val": len(data.y_val),
                     "num_test": len(data.y_test), "num_classes": data.num_classes,
                     "class_names": list(data.class_names), "input_shape": list(data.input_shape)},
         "models": models,

@@ -109,24 +109,10 @@ def stream_fingerprint(teacher: Any, X: np.ndarray | torch.Tensor, *, block_rows
     >>> stream_fingerprint(net, X, block_rows=3, split="train") == fingerprint(net, X, split="train")
     True
     """
-    from darkknowledge.soft_targets import _FORMAT as ST_FORMAT
-    from darkknowledge.soft_targets import _FORMAT_VERSION as ST_VERSION
-    from darkknowledge.soft_targets import _update_with_tensor
+    from darkknowledge.soft_targets import fingerprint
 
-    module = as_teacher(teacher)
     _check_rows("X", X)
-    h = hashlib.sha256()
-    h.update(f"{ST_FORMAT}/{ST_VERSION}|{type(module).__module__}.{type(module).__qualname__}|".encode())
-    h.update(repr(module).encode())
-    state = module.state_dict()
-    for name in sorted(state):
-        _update_with_tensor(h, f"param:{name}", state[name])
-    dtype = X.dtype if isinstance(X, torch.Tensor) else torch.from_numpy(np.empty(0, dtype=X.dtype)).dtype
-    h.update(f"X|{dtype}|{tuple(X.shape)}|".encode())
-    for _, block in iter_row_blocks(X, block_rows=block_rows):
-        h.update(memoryview(block.reshape(-1).view(np.uint8)))
-    h.update(json.dumps(keys, sort_keys=True, default=str).encode())
-    return h.hexdigest()
+    return fingerprint(teacher, X, block_rows=block_rows, **keys)
 
 
 class _NpyWriter:

@@ -93,7 +93,20 @@ def _update_with_tensor(h: Any, name: str, t: torch.Tensor) -> None:
     h.update(_tensor_bytes(t))
 
 
-def fingerprint(teacher: Any, X: torch.Tensor | np.ndarray, **keys: Any) -> str:
+def _update_with_array(h: Any, name: str, X: np.ndarray, block_rows: int) -> None:
+    """As :func:`_update_with_tensor` (same bytes, same digest), reading ``X`` ``block_rows`` rows at a time.
+
+    A memory-mapped ``X`` larger than RAM is hashed without ever being read whole.
+    """
+    dtype = torch.from_numpy(np.empty(0, dtype=X.dtype)).dtype  # torch's name for the dtype, as tensors hash it
+    h.update(f"{name}|{dtype}|{tuple(X.shape)}|".encode())
+    for start in range(0, len(X), block_rows):
+        block = np.ascontiguousarray(X[start:start + block_rows])
+        if block.size:
+            h.update(memoryview(block.reshape(-1).view(np.uint8)))
+
+
+def fingerprint(teacher: Any, X: torch.Tensor | np.ndarray, *, block_rows: int = 65536, **keys: Any) -> str:
     """The SHA-256 content key of "this teacher's outputs on this data" (64 hex digits).
 
     Hashes, in order: a format tag; the teacher's class name and ``repr`` (its architecture,
@@ -104,7 +117,8 @@ def fingerprint(teacher: Any, X: torch.Tensor | np.ndarray, **keys: Any) -> str:
 
     Args:
         teacher: anything :func:`~darkknowledge.teachers.as_teacher` accepts.
-        X: ``(N, *input_shape)`` inputs, tensor or NumPy array.
+        X: ``(N, *input_shape)`` inputs, tensor or NumPy array (a memory map is read
+            ``block_rows`` rows at a time; ``block_rows`` does not change the digest).
         **keys: JSON-serialisable values that also select the cached content.
 
     Example:
@@ -115,17 +129,19 @@ def fingerprint(teacher: Any, X: torch.Tensor | np.ndarray, **keys: Any) -> str:
         (64, True, False)
     """
     module = as_teacher(teacher)
-    if isinstance(X, np.ndarray):
-        X = torch.from_numpy(np.ascontiguousarray(X))
-    if not isinstance(X, torch.Tensor):
+    if not isinstance(X, (torch.Tensor, np.ndarray)):
         raise TypeError(f"X must be a torch.Tensor or numpy.ndarray, got {type(X).__name__} instead.")
+    check_positive_int("block_rows", block_rows)
     h = hashlib.sha256()
     h.update(f"{_FORMAT}/{_FORMAT_VERSION}|{type(module).__module__}.{type(module).__qualname__}|".encode())
     h.update(repr(module).encode())
     state = module.state_dict()
     for name in sorted(state):
         _update_with_tensor(h, f"param:{name}", state[name])
-    _update_with_tensor(h, "X", X)
+    if isinstance(X, np.ndarray):
+        _update_with_array(h, "X", X, block_rows)
+    else:
+        _update_with_tensor(h, "X", X)
     h.update(json.dumps(keys, sort_keys=True, default=str).encode())
     return h.hexdigest()
 

@@ -242,8 +242,8 @@ def _reference_tensor(module: nn.Module) -> torch.Tensor | None:
 
 
 def _as_input_tensor(X: Any, module: nn.Module) -> torch.Tensor:
-    if isinstance(X, np.ndarray):
-        X = torch.from_numpy(np.ascontiguousarray(X))
+    if isinstance(X, np.ndarray):  # a copy of these rows (a memory map stays read-only and unread elsewhere)
+        X = torch.from_numpy(np.array(X, copy=True))
     if not isinstance(X, torch.Tensor):
         raise TypeError(f"X must be a torch.Tensor or numpy.ndarray, got {type(X).__name__} instead.")
     if X.ndim < 1:
@@ -259,8 +259,9 @@ def teacher_logits(teacher: Any, X: torch.Tensor | np.ndarray, *, batch_size: in
 
     Args:
         teacher: anything :func:`as_teacher` accepts (module, run folder, list of members).
-        X: ``(N, *input_shape)`` inputs (tensor or NumPy array; floating inputs are cast to the
-            teacher's parameter dtype and moved batch by batch to its device).
+        X: ``(N, *input_shape)`` inputs (tensor or NumPy array, read batch by batch, so a
+            memory map larger than RAM works; floating inputs are cast to the teacher's parameter
+            dtype and moved batch by batch to its device).
         batch_size: rows per forward pass (>= 1); the result does not depend on it beyond
             floating-point rounding.
 
@@ -277,7 +278,10 @@ def teacher_logits(teacher: Any, X: torch.Tensor | np.ndarray, *, batch_size: in
     """
     check_positive_int("batch_size", batch_size)
     module = as_teacher(teacher)
-    X = _as_input_tensor(X, module)
+    if not isinstance(X, (torch.Tensor, np.ndarray)):
+        raise TypeError(f"X must be a torch.Tensor or numpy.ndarray, got {type(X).__name__} instead.")
+    if X.ndim < 1:
+        raise ValueError(f"X must have a leading batch dimension, got shape {tuple(X.shape)} instead.")
     ref = _reference_tensor(module)
     device = ref.device if ref is not None else torch.device("cpu")
     modes = [(m, m.training) for m in module.modules()]
@@ -286,7 +290,8 @@ def teacher_logits(teacher: Any, X: torch.Tensor | np.ndarray, *, batch_size: in
         chunks = []
         with torch.no_grad():
             for start in range(0, X.shape[0], batch_size):
-                out = module(X[start : start + batch_size].to(device))
+                # a NumPy X (e.g. a memory map) is read one batch at a time
+                out = module(_as_input_tensor(X[start : start + batch_size], module).to(device))
                 if not isinstance(out, torch.Tensor) or out.ndim != 2:
                     shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
                     raise ValueError(f"teacher must return (N, C) logits, got {shape} instead.")
