@@ -81,6 +81,28 @@ def test_cnn_on_flat_digits_reshapes_to_image():
     torch.testing.assert_close(m.conv1(m.to_image(x)), ref)
 
 
+def test_cnn_with_batchnorm_matches_torch_layers_and_keeps_old_specs_loadable():
+    m = build_model("cnn", input_shape=(1, 8, 8), num_classes=3, channels=(4, 6), hidden=5, batchnorm=True, seed=0)
+    # conv without bias (the BatchNorm's shift replaces it), then per-channel BatchNorm: 2 parameters a channel
+    expected = (1 * 4 * 9 + 2 * 4) + (4 * 6 * 9 + 2 * 6) + (6 * 2 * 2 * 5 + 5) + (5 * 3 + 3)
+    assert count_parameters(m) == expected
+    x = torch.randn(7, 1, 8, 8)
+    m.train()
+    h = torch.nn.functional.conv2d(x, m.conv1.weight, None, padding=1)  # (7, 4, 8, 8)
+    mean, var = h.mean(dim=(0, 2, 3), keepdim=True), h.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+    ref = (h - mean) / torch.sqrt(var + 1e-5)  # batch statistics in training; weight 1, bias 0 at init
+    torch.testing.assert_close(m.bn1(m.conv1(x)), ref, rtol=1e-4, atol=1e-5)
+    m.eval()
+    assert m(x).shape == (7, 3)
+    # a spec saved before the option existed rebuilds the architecture it had (no BatchNorm)
+    old = {"name": "cnn", "input_shape": [1, 8, 8], "num_classes": 3,
+           "options": {"channels": [4], "hidden": 5, "dropout": 0.0}}
+    rebuilt = build_model_from_spec(old)
+    assert not any(isinstance(layer, torch.nn.BatchNorm2d) for layer in rebuilt.modules())
+    with pytest.raises(TypeError, match=r"batchnorm must be a bool, got str instead"):
+        build_model("cnn", input_shape=(1, 8, 8), num_classes=3, batchnorm="yes")
+
+
 def test_cnn_multichannel_input():
     m = build_model("cnn", input_shape=(3, 16, 16), num_classes=4, channels=(4,), hidden=8)
     assert m(torch.randn(2, 3, 16, 16)).shape == (2, 4)

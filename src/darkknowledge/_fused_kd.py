@@ -223,6 +223,14 @@ int64_t dk_kd_forward(const float *s, const float *t, const int64_t *y, int64_t 
                       float *grad, float *work, int nthreads) {
     const float invT = 1.0f / T;
     int64_t nan_rows = 0;
+    if (nthreads <= 1) { /* small batches: no OpenMP team to start */
+        for (int64_t i = 0; i < N; i++) {
+            dk_row(s + i * C, t + i * C, y ? y[i] : 0, C, invT, T, w_hard, w_soft, div, gscale,
+                   loss + i, grad + i * C, work, work + C, work + 2 * C);
+            nan_rows += isnan(loss[i]) ? 1 : 0;
+        }
+        return nan_rows;
+    }
 #pragma omp parallel for num_threads(nthreads) schedule(static) reduction(+ : nan_rows)
     for (int64_t i = 0; i < N; i++) {
         float *buf = work + (size_t)omp_get_thread_num() * 3 * (size_t)C;

@@ -11,8 +11,9 @@ name                          architecture                        output
 ``"softmax-regression"``      flatten, ``Linear(D, C)``           ``(N, C)`` logits
 ``"mlp"``                     flatten, [Linear, ReLU, Dropout]*,  ``(N, C)`` logits
                               ``Linear(H, C)``
-``"cnn"``                     [Conv3x3, ReLU, MaxPool2]*, Linear, ``(N, C)`` logits
-                              ReLU, Dropout, ``Linear(H, C)``
+``"cnn"``                     [Conv3x3, (BatchNorm), ReLU,        ``(N, C)`` logits
+                              MaxPool2]*, Linear, ReLU, Dropout,
+                              ``Linear(H, C)``
 ============================  ==================================  ================
 
 ``D = prod(input_shape)``. Image input ``(N, 1, 28, 28)`` and flat input ``(N, 784)`` are
@@ -62,7 +63,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "logistic": {},
     "softmax-regression": {},
     "mlp": {"hidden": (256, 256), "dropout": 0.0, "input_dropout": 0.0},
-    "cnn": {"channels": (32, 64), "hidden": 128, "dropout": 0.0},
+    "cnn": {"channels": (32, 64), "hidden": 128, "dropout": 0.0, "batchnorm": False},
 }
 
 
@@ -328,6 +329,9 @@ def _build_cnn(input_shape, num_classes, options) -> nn.Module:
     channels = _check_sizes("channels", options["channels"], allow_empty=False)
     hidden = check_positive_int("hidden", options["hidden"])
     dropout = _check_dropout("dropout", options["dropout"])
+    batchnorm = options["batchnorm"]
+    if not isinstance(batchnorm, bool):
+        raise TypeError(f"batchnorm must be a bool, got {type(batchnorm).__name__} instead.")
     options["channels"] = channels
 
     if len(input_shape) == 3:
@@ -347,7 +351,9 @@ def _build_cnn(input_shape, num_classes, options) -> nn.Module:
         )
     layers: OrderedDict[str, nn.Module] = OrderedDict(to_image=_ToImage((c_in, h, w)))  # (N, C, H, W)
     for i, c in enumerate(channels, start=1):
-        layers[f"conv{i}"] = nn.Conv2d(c_in, c, kernel_size=3, padding=1)  # (N, c, h, w)
+        layers[f"conv{i}"] = nn.Conv2d(c_in, c, kernel_size=3, padding=1, bias=not batchnorm)  # (N, c, h, w)
+        if batchnorm:  # normalise each channel over the batch (running statistics in eval())
+            layers[f"bn{i}"] = nn.BatchNorm2d(c)
         layers[f"relu{i}"] = nn.ReLU()
         layers[f"pool{i}"] = nn.MaxPool2d(2)  # (N, c, h // 2, w // 2)
         c_in, h, w = c, h // 2, w // 2
