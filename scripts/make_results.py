@@ -76,19 +76,25 @@ TEACHER_CNN_BN = {
     "model": {"name": "cnn", "options": {**TEACHER_CNN["model"]["options"], "batchnorm": True}},
     "train": {**TEACHER_CNN["train"], "epochs": 12},
 }
-RECIPES = {"cnn": TEACHER_CNN, "cnn-aug": TEACHER_CNN_AUG, "cnn-bn": TEACHER_CNN_BN}
+# a deeper CNN: two BatchNorm convolutions per stage (conv32-conv32-pool-conv64-conv64-pool), 12 epochs
+TEACHER_CNN_DEEP = {
+    "model": {"name": "cnn", "options": {**TEACHER_CNN_BN["model"]["options"], "convs_per_stage": 2}},
+    "train": {**TEACHER_CNN_BN["train"]},
+}
+RECIPES = {"cnn": TEACHER_CNN, "cnn-aug": TEACHER_CNN_AUG, "cnn-bn": TEACHER_CNN_BN, "cnn-deep": TEACHER_CNN_DEEP}
 RECIPE_NAMES = {"cnn": "issue 3's recipe, 10 epochs",
                 "cnn-aug": "20 epochs with random flips and shifts of up to 2 pixels",
-                "cnn-bn": "BatchNorm after each convolution, 12 epochs"}
+                "cnn-bn": "BatchNorm after each convolution, 12 epochs",
+                "cnn-deep": "two BatchNorm convolutions per stage, 12 epochs"}
 # teacher kind -> (recipe, seeds of its CNNs); two or more CNNs are an ensemble, probabilities averaged
 TEACHERS = {
     "cnn": ("cnn", [0]),
     "ensemble": ("cnn", [0, 1]),
     "cnn-aug": ("cnn-aug", [0]),
     "cnn-bn": ("cnn-bn", [0]),
-    "ensemble-bn": ("cnn-bn", [0, 1]),
+    "cnn-deep": ("cnn-deep", [0]),
 }
-STUDENT_TEACHERS = ("ensemble-bn", "cnn-bn", "ensemble", "cnn")  # students are distilled from each, strongest first
+STUDENT_TEACHERS = ("cnn-deep", "ensemble", "cnn")  # students are distilled from each, strongest first
 
 
 def teacher_name(kind: str) -> str:
@@ -606,12 +612,12 @@ def write_report(commands: list[str]) -> str:
         w("**Not run to completion.** The distilled students need the CNN teacher (stage `fmnist-teacher`) and the "
           "student sweep (stage `fmnist-students`); re-running `python scripts/make_results.py` does what is missing.")
         w("")
-        log_path = teacher_dir(0, "cnn-bn") / "log.jsonl"
-        if load_cached("fmnist-teacher-cnn-bn") is None and log_path.is_file():
+        log_path = teacher_dir(0, "cnn-deep") / "log.jsonl"
+        if load_cached("fmnist-teacher-cnn-deep") is None and log_path.is_file():
             hist = [json.loads(x) for x in log_path.read_text(encoding="utf-8").splitlines() if x.strip()]
             if hist:
                 w(f"The CNN teacher's training was in progress when this page was written: {len(hist)} of "
-                  f"{TEACHER_CNN_BN['train']['epochs']} epochs done, "
+                  f"{TEACHER_CNN_DEEP['train']['epochs']} epochs done, "
                   f"{', '.join(str(round(h['seconds'])) for h in hist)} s per epoch, "
                   f"validation accuracy after the last one {_pct(hist[-1]['val_accuracy'])}.")
                 w("")

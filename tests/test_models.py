@@ -99,6 +99,14 @@ def test_cnn_with_batchnorm_matches_torch_layers_and_keeps_old_specs_loadable():
            "options": {"channels": [4], "hidden": 5, "dropout": 0.0}}
     rebuilt = build_model_from_spec(old)
     assert not any(isinstance(layer, torch.nn.BatchNorm2d) for layer in rebuilt.modules())
+    deep = build_model("cnn", input_shape=(1, 8, 8), num_classes=3, channels=(4, 6), hidden=5, batchnorm=True,
+                       convs_per_stage=2, seed=0)
+    expected = (1 * 4 * 9 + 2 * 4) + (4 * 4 * 9 + 2 * 4) + (4 * 6 * 9 + 2 * 6) + (6 * 6 * 9 + 2 * 6) + (6 * 2 * 2 * 5 + 5) + (5 * 3 + 3)
+    assert count_parameters(deep) == expected
+    assert [n for n, _ in deep.named_children()][:8] == ["to_image", "conv1", "bn1", "relu1", "conv1_2", "bn1_2", "relu1_2", "pool1"]
+    assert deep.eval()(x).shape == (7, 3)
+    with pytest.raises(ValueError, match=r"convs_per_stage must be an integer >= 1, got 0 instead"):
+        build_model("cnn", input_shape=(1, 8, 8), num_classes=3, convs_per_stage=0)
     with pytest.raises(TypeError, match=r"batchnorm must be a bool, got str instead"):
         build_model("cnn", input_shape=(1, 8, 8), num_classes=3, batchnorm="yes")
 

@@ -11,7 +11,7 @@ name                          architecture                        output
 ``"softmax-regression"``      flatten, ``Linear(D, C)``           ``(N, C)`` logits
 ``"mlp"``                     flatten, [Linear, ReLU, Dropout]*,  ``(N, C)`` logits
                               ``Linear(H, C)``
-``"cnn"``                     [Conv3x3, (BatchNorm), ReLU,        ``(N, C)`` logits
+``"cnn"``                     [[Conv3x3, (BatchNorm), ReLU]*k,    ``(N, C)`` logits
                               MaxPool2]*, Linear, ReLU, Dropout,
                               ``Linear(H, C)``
 ============================  ==================================  ================
@@ -63,7 +63,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "logistic": {},
     "softmax-regression": {},
     "mlp": {"hidden": (256, 256), "dropout": 0.0, "input_dropout": 0.0},
-    "cnn": {"channels": (32, 64), "hidden": 128, "dropout": 0.0, "batchnorm": False},
+    "cnn": {"channels": (32, 64), "hidden": 128, "dropout": 0.0, "batchnorm": False, "convs_per_stage": 1},
 }
 
 
@@ -332,6 +332,7 @@ def _build_cnn(input_shape, num_classes, options) -> nn.Module:
     batchnorm = options["batchnorm"]
     if not isinstance(batchnorm, bool):
         raise TypeError(f"batchnorm must be a bool, got {type(batchnorm).__name__} instead.")
+    convs = check_positive_int("convs_per_stage", options["convs_per_stage"])
     options["channels"] = channels
 
     if len(input_shape) == 3:
@@ -351,10 +352,13 @@ def _build_cnn(input_shape, num_classes, options) -> nn.Module:
         )
     layers: OrderedDict[str, nn.Module] = OrderedDict(to_image=_ToImage((c_in, h, w)))  # (N, C, H, W)
     for i, c in enumerate(channels, start=1):
-        layers[f"conv{i}"] = nn.Conv2d(c_in, c, kernel_size=3, padding=1, bias=not batchnorm)  # (N, c, h, w)
-        if batchnorm:  # normalise each channel over the batch (running statistics in eval())
-            layers[f"bn{i}"] = nn.BatchNorm2d(c)
-        layers[f"relu{i}"] = nn.ReLU()
+        for j in range(1, convs + 1):  # a stage of `convs` 3x3 convolutions at one resolution
+            tag = f"{i}" if j == 1 else f"{i}_{j}"  # conv1, conv1_2, ...: one-conv stages keep their old names
+            layers[f"conv{tag}"] = nn.Conv2d(c_in if j == 1 else c, c, kernel_size=3, padding=1,
+                                             bias=not batchnorm)  # (N, c, h, w)
+            if batchnorm:  # normalise each channel over the batch (running statistics in eval())
+                layers[f"bn{tag}"] = nn.BatchNorm2d(c)
+            layers[f"relu{tag}"] = nn.ReLU()
         layers[f"pool{i}"] = nn.MaxPool2d(2)  # (N, c, h // 2, w // 2)
         c_in, h, w = c, h // 2, w // 2
     layers["flatten"] = nn.Flatten()  # (N, c * h * w)
