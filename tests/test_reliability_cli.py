@@ -287,10 +287,12 @@ def _yaml(tmp_path, text, name="config.yaml"):
         ("run", "distill:\n  sweep: {temperatures: [2, 0], alphas: [0.1]}\n", r"Config key 'distill\.sweep\.temperatures': Value error, every temperature must be > 0"),
         ("run", "distill:\n  sweep: {temperatures: [2], alphas: [2]}\n", r"Config key 'distill\.sweep\.alphas': Value error, every alpha must be in \[0, 1\]"),
         ("run", "!!python/object/apply:os.system ['true']\n", r"is not valid YAML: could not determine a constructor for the tag"),
+        ("run", "student:\n  train: {augment: {hflip: true}}\n", r"Config key 'student': Value error, student\.train\.augment must be null: the cached soft targets are the teacher's outputs"),
+        ("train", "train:\n  augment: {shift: -1}\n", r"Config key 'train\.augment\.shift': Input should be greater than or equal to 0; got -1"),
     ],
     ids=["yaml_train", "yaml_run", "unknown_key_train", "unknown_key_run", "unknown_top_key", "wrong_type",
          "wrong_type_list", "not_a_mapping", "temperature_zero", "temperature_negative", "alpha_above_1",
-         "alpha_below_0", "sweep_temperature", "sweep_alpha", "python_tag"],
+         "alpha_below_0", "sweep_temperature", "sweep_alpha", "python_tag", "student_augment", "negative_shift"],
 )
 def test_bad_config(tmp_path, capsys, command, text, message):
     code, err = _run_cli([command, _yaml(tmp_path, text), "--out", tmp_path / "out"], capsys)
@@ -311,8 +313,10 @@ def test_missing_config_file(tmp_path, capsys):
         (["train", "--lr", "-1"], r"Config key 'train\.lr': Input should be greater than 0; got -1\.0"),
         (["train", "--dropout", "1.5", "--model", "mlp"], r"dropout must be in \[0\.0, 1\.0\], got 1\.5 instead"),
         (["info", "entropy", "0.5", "nan"], r"must be finite|NaN"),
+        (["train", "--shift", "2", "--model", "mlp"], r"augment needs image inputs of shape \(C, H, W\) or \(H, W\) per sample, got \(64,\) instead"),
+        (["train", "--model", "cnn", "--hidden", "32", "16"], r"--hidden takes one size for a cnn \(its dense layer\), got \[32, 16\] instead"),
     ],
-    ids=["softmax_T0", "softmax_Tneg", "negative_lr", "dropout", "entropy_nan"],
+    ids=["softmax_T0", "softmax_Tneg", "negative_lr", "dropout", "entropy_nan", "shift_flat_data", "cnn_two_hidden"],
 )
 def test_bad_hyperparameter_flags(tmp_path, capsys, argv, message):
     if argv[0] == "train":
