@@ -10,7 +10,9 @@ loss changes, to the fused
 
 where ``t`` are the teacher's logits, read for each minibatch from a tensor computed once (and cached on
 disk, see ``darkknowledge.soft_targets``), so an epoch of distillation costs about what an epoch of
-plain training costs.
+plain training costs. The loss is :class:`~darkknowledge.losses.TrainingDistillationLoss`: its settings
+and the labels are checked once before training, and each step hands ``fit`` the loss and its gradient
+with respect to the student's logits, so no graph is built for the loss.
 
 Reference: G. Hinton, O. Vinyals, J. Dean, *Distilling the Knowledge in a Neural Network*, 2015.
 """

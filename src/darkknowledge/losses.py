@@ -33,6 +33,10 @@ compiler (see :mod:`darkknowledge._fused_kd`), for CPU tensors computed in float
 default, or ``$DARKKNOWLEDGE_LOSS_BACKEND``) uses the compiled kernel where it applies and
 falls back to eager, with one warning, if it cannot be built.
 
+For a training loop, :class:`TrainingDistillationLoss` computes the same loss with its settings
+checked once and no per-call checks; its :meth:`~TrainingDistillationLoss.value_and_grad` returns
+the loss and the gradient for ``logits.backward(grad)`` (what ``darkknowledge.distill`` uses).
+
 Reference: G. Hinton, O. Vinyals, J. Dean, *Distilling the Knowledge in a Neural Network*,
 arXiv:1503.02531 (2015).
 """
