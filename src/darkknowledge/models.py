@@ -122,7 +122,7 @@ def default_options(name: str) -> dict[str, Any]:
     """The options a model accepts and their defaults.
 
     >>> default_options("cnn")
-    {'channels': (32, 64), 'hidden': 128, 'dropout': 0.0}
+    {'channels': (32, 64), 'hidden': 128, 'dropout': 0.0, 'batchnorm': False, 'convs_per_stage': 1}
     """
     check_one_of("name", name, MODEL_NAMES)
     return dict(_DEFAULTS[name])
