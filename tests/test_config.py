@@ -16,6 +16,22 @@ def test_defaults_are_the_digits_config():
     assert from_file.model_dump() == ExperimentConfig().model_dump()
 
 
+def test_fashion_mnist_config_is_the_recipe_of_the_results_page():
+    """configs/fashion-mnist.yaml trains the teacher and student that docs/results.md reports."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_results", REPO / "scripts" / "make_results.py")
+    results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(results)
+    cfg = load_config(REPO / "configs" / "fashion-mnist.yaml")
+    recipe = results.RECIPES[results.TEACHERS[results.STUDENT_TEACHERS[0]][0]]
+    assert cfg.teacher.model.model_dump() == recipe["model"]
+    assert {k: v for k, v in cfg.teacher.train.model_dump().items() if k in recipe["train"]} == recipe["train"]
+    assert cfg.student.model.model_dump() == results.STUDENT
+    assert cfg.student.train.epochs == results.STUDENT_TRAIN["epochs"]
+    assert cfg.dataset.val_fraction == results.FMNIST_VAL_FRACTION
+
+
 @pytest.mark.parametrize("name", ["digits", "fashion-mnist", "mnist-hinton", "mnist-missing-3"])
 def test_shipped_configs_are_valid(name):
     cfg = load_config(REPO / "configs" / f"{name}.yaml")
