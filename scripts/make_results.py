@@ -212,7 +212,9 @@ def teacher_dir(seed: int = 0, recipe: str = "cnn") -> Path:
 
 def _ensemble_ready(kind: str = "ensemble") -> bool:
     recipe, seeds = TEACHERS[kind]
-    return all((teacher_dir(sd, recipe) / "summary.json").is_file() for sd in seeds)
+    # trained by this script (its cached result) or by `darkknowledge train` (its summary.json)
+    return all(load_cached(teacher_dir(sd, recipe).name) is not None or (teacher_dir(sd, recipe) / "summary.json").is_file()
+               for sd in seeds)
 
 
 def stage_teacher(fresh: bool, log: Callable[[str], None]) -> None:

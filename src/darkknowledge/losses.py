@@ -382,7 +382,7 @@ class TrainingDistillationLoss:
             gscale=1.0 / n)
         if nan_rows:
             return None  # the general path says which input is at fault
-        return rows.sum() * (1.0 / n), grad  # as distillation_loss scales it, to the last bit
+        return rows.sum().mul_(1.0 / n), grad  # as distillation_loss scales it, to the last bit
 
     def value_and_grad(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                        target: torch.Tensor | None = None) -> LossAndGradient:
