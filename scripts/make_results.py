@@ -646,15 +646,27 @@ def write_report(commands: list[str]) -> str:
       "overfit the hard labels while the soft targets keep the distilled one from it (Hinton et al.'s regularisation "
       "argument); a student alone with weight decay or its own epoch count might close part of that difference, and "
       "that was not tried.")
+    stricter = []
     for kind in STUDENT_TEACHERS:
         sm = student_summary(kind) if load_cached(f"fmnist-teacher-{kind}") is not None else None
         if sm is not None and sm["n_seeds"] == len(SEEDS):
             ed = statistics.fmean(r["test_errors"] for r in sm["seeds_distilled"])
-            pp = (1107.0 - ed) / 100
-            w(f"  Set against the best student alone of either run (10 epochs, 1107.0 errors), the {STUDENT_TRAIN['epochs']}-epoch "
-              f"student distilled from {teacher_name(kind)} ({ed:.1f} mean errors) is {pp:+.2f} pp: "
-              f"{'+0.7 pp or more' if pp >= 0.7 else 'short of +0.7 pp'} on that stricter reading too.")
-            break
+            stricter.append(((1107.0 - ed) / 100, f"{(1107.0 - ed) / 100:+.2f} pp distilled from {teacher_name(kind)} ({ed:.1f} errors)"))
+    if stricter:
+        reached = sum(pp >= 0.7 for pp, _ in stricter)
+        w(f"  Set against the best student alone of either run (10 epochs, 1107.0 errors), the {STUDENT_TRAIN['epochs']}-epoch "
+          f"distilled students are {'; '.join(t for _, t in stricter)}. On that stricter reading (not the issue's, which "
+          f"gives both students the same epochs) {reached} of {len(stricter)} reach +0.7 pp.")
+    deep, ens = load_cached("fmnist-teacher-cnn-deep"), load_cached("fmnist-teacher-ensemble")
+    sd, se = student_summary("cnn-deep"), student_summary("ensemble")
+    if deep and ens and sd and se and sd["n_seeds"] == se["n_seeds"] == len(SEEDS):
+        ed_deep = statistics.fmean(r["test_errors"] for r in sd["seeds_distilled"])
+        ed_ens = statistics.fmean(r["test_errors"] for r in se["seeds_distilled"])
+        if ed_deep >= ed_ens:
+            w(f"- The most accurate teacher was not the best teacher: the deeper CNN ({deep['test_errors']} errors) gave a "
+              f"student of {ed_deep:.1f} mean errors, the weaker 2-CNN ensemble ({ens['test_errors']} errors) one of "
+              f"{ed_ens:.1f}. A likely reason, not tested here: an ensemble's averaged probabilities are softer and carry "
+              "more of the similarity structure a student can learn than one confident CNN's (one data set, one student).")
     ens3, cnn2 = load_cached("fmnist-teacher-ensemble3"), load_cached("fmnist-teacher-cnn-seed2")
     if ens3 is not None and cnn2 is not None:
         w(f"- A third CNN of issue 3's recipe (seed 2) reached {_pct(cnn2['test_accuracy'])}; the ensemble of all three, "
@@ -715,6 +727,7 @@ def main(argv: list[str] | None = None) -> int:
                     "darkknowledge run                         # the digits default run alone",
                     "darkknowledge train runs/results/teacher-cnn.yaml         # a CNN teacher alone (YAMLs written by",
                     "darkknowledge train runs/results/teacher-cnn-seed1.yaml   #   the fmnist-teacher stage)",
+                    "darkknowledge train runs/results/teacher-cnn-deep.yaml    # the deeper CNN (93.8 % here), ~2 min / epoch",
                     "python scripts/make_results.py --stages fmnist-students --jobs 3 --threads 1   # students, 3 at a time"]
         write_report(commands)
         log(f"wrote {DOC}")
