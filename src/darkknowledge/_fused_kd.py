@@ -6,7 +6,8 @@ the per-row loss and its analytic gradient with respect to ``s`` in a single for
     loss[i]    = w_hard * CE(s_i, y_i) + w_soft * T**2 * D(softmax(t_i / T), softmax(s_i / T))
     grad[i, :] = gscale * d loss[i] / d s_i
 
-``losses.py`` wraps them in a ``torch.autograd.Function``; users never call this module.
+``losses.py`` wraps them in a ``torch.autograd.Function`` (and, for training loops, in
+``TrainingDistillationLoss``, which hands the gradient to ``fit``); users never call this module.
 
 The compiled kernel is the C source below, built on first use with the system C compiler
 (``$CC`` or ``gcc``; ``-O3 -march=native -fopenmp``, but not ``-ffast-math``, so ``-inf`` and

@@ -351,14 +351,19 @@ def clip_grad_norm(parameters: list[torch.Tensor], max_norm: float) -> None:
 
     The rule of ``torch.nn.utils.clip_grad_norm_``: with :math:`\lVert g \rVert_2` over all
     gradients together, multiply each by :math:`\min(1, \text{max\_norm} / (\lVert g \rVert_2 + 10^{-6}))`.
-    Written with the foreach kernels, and the gradients are only touched when they must shrink:
-    on a small model the library function's bookkeeping costs several times the arithmetic.
+    Written with the foreach kernels: on a small model the library function's bookkeeping costs
+    several times the arithmetic. On the CPU the norm is read on the host and the gradients are
+    only touched when they must shrink; on a GPU the factor stays on the device (no host
+    synchronisation per step), as in torch.
     """
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return
-    total = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))  # global 2-norm
-    coef = max_norm / (total + 1e-6)
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))  # () global 2-norm
+    if total.device.type != "cpu":
+        torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+        return
+    coef = max_norm / (float(total) + 1e-6)
     if coef < 1.0:  # most steps of a healthy run are under the norm: nothing to scale (a NaN norm stays NaN)
         torch._foreach_mul_(grads, coef)
 
