@@ -46,6 +46,9 @@ from darkknowledge.models import build_model
 from darkknowledge.teachers import teacher_logits
 from darkknowledge.train import fit, predict_logits
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine_load import LoadMonitor, check_write  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 T, ALPHA, BATCH, LR, MOMENTUM = 4.0, 0.1, 128, 0.05, 0.9
 TEACHER = {"hidden": [1200, 1200], "dropout": 0.5, "input_dropout": 0.2}
@@ -187,15 +190,17 @@ def machine() -> str:
     return platform.processor() or platform.machine()
 
 
-def markdown(a: dict, b: dict, teacher_src: str, teacher_acc: float, args, load: tuple) -> str:
+def markdown(a: dict, b: dict, teacher_src: str, teacher_acc: float, args, load: LoadMonitor) -> str:
     per_epoch = statistics.median(b["ours_seconds_per_epoch"])
     lines = [
         "# Performance: distillation (benchmarks/bench_distill.py)",
         "",
         "Written by `benchmarks/bench_distill.py --write docs/performance-distill.md`; do not edit by hand. "
         f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()} "
-        f"({os.cpu_count()} cores, shared with other jobs; load average {load[0]:.1f} before, {load[1]:.1f} after), "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads. Fashion-MNIST, 54,000 training rows, float32.",
+        f"({os.cpu_count()} cores), torch {torch.__version__}, {torch.get_num_threads()} threads. "
+        "Fashion-MNIST, 54,000 training rows, float32.",
+        "",
+        load.page_header().rstrip("\n"),
         "",
         f"    python benchmarks/bench_distill.py --threads {args.threads} --epochs {args.epochs} --repeats {args.repeats} "
         f"--pipeline-epochs {args.pipeline_epochs} --pipeline-seeds {' '.join(map(str, args.pipeline_seeds))} --teacher-epochs {args.teacher_epochs} --write docs/performance-distill.md",
@@ -259,11 +264,14 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch intra-op threads (default 1: for these small students on a shared 2-core machine one "
                          "thread was 2-20x faster per epoch than two, which wait on each other under load)")
-    ap.add_argument("--write", type=Path, help="also write the Markdown to this file (docs/performance-distill.md)")
+    ap.add_argument("--write", type=Path, help="also write the Markdown to this file (docs/performance-distill.md); "
+                                               "refused on a loaded machine")
+    ap.add_argument("--allow-loaded", action="store_true",
+                    help="write --write even when the machine was loaded, with a warning at the top of the page")
     args = ap.parse_args(argv)
     os.chdir(ROOT)
     torch.set_num_threads(args.threads)
-    load0 = os.getloadavg()[0]
+    monitor = LoadMonitor().__enter__()
     data = get_data()
     teacher, teacher_src = get_teacher(data, args.teacher_epochs)
     opts = teacher.spec.options if hasattr(teacher, "spec") else {}
@@ -286,8 +294,11 @@ def main(argv=None) -> int:
     per_epoch = statistics.median(b["ours_seconds_per_epoch"])
     print(f"\n(c) 2x1200 -> 2x64: {per_epoch:.2f} s per distillation epoch vs torchdistill ~{TORCHDISTILL_SECONDS_PER_EPOCH:g} s: "
           f"{TORCHDISTILL_SECONDS_PER_EPOCH / per_epoch:.1f}x")
+    monitor.__exit__(None, None, None)
+    print(monitor.summary())
     if args.write:
-        atomic_write_text(args.write, markdown(a, b, teacher_src, teacher_acc, args, (load0, os.getloadavg()[0])))
+        check_write(monitor, args.allow_loaded)
+        atomic_write_text(args.write, markdown(a, b, teacher_src, teacher_acc, args, monitor))
         print(f"wrote {args.write}")
     return 0
 

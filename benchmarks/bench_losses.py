@@ -29,6 +29,9 @@ import torch.nn.functional as F
 
 from darkknowledge.losses import distillation_loss
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine_load import LoadMonitor, check_write  # noqa: E402
+
 CASES = [  # (N, C, divergence, torch intra-op threads: None = the default)
     (4096, 1000, "kl", None),
     (256, 32000, "kl", None),
@@ -146,7 +149,6 @@ def machine():
 
 def run(repeats):
     rows = []
-    load_before = os.getloadavg()
     default_threads = torch.get_num_threads()
     for n, c, div, threads in CASES:
         torch.set_num_threads(threads or default_threads)
@@ -164,10 +166,10 @@ def run(repeats):
               f"{row['fused_ms']:9.3f} ms  speed x{row['speedup']:5.2f}   peak extra: plain "
               f"{row['plain_mb']:8.2f} MB  fused {row['fused_mb']:8.2f} MB  ratio "
               f"{row['mem_ratio']:.2f}", flush=True)
-    return rows, load_before, os.getloadavg()
+    return rows
 
 
-def markdown(rows, repeats, load_before, load_after):
+def markdown(rows, repeats, load: LoadMonitor):
     lines = [
         "# Performance of the fused distillation loss",
         "",
@@ -176,9 +178,8 @@ def markdown(rows, repeats, load_before, load_after):
         "    python benchmarks/bench_losses.py --write docs/performance.md",
         "",
         f"on {datetime.date.today().isoformat()}: {machine()}.",
-        f"Load average (1, 5, 15 min) {tuple(round(x, 2) for x in load_before)} before and "
-        f"{tuple(round(x, 2) for x in load_after)} after the run: the cores may be shared, so "
-        "times are noisy; run it again to see the spread.",
+        "",
+        load.page_header().rstrip("\n"),
         "",
         f"What is measured: one forward + backward of `distillation_loss(s, t, y, "
         f"temperature={TEMPERATURE}, alpha={ALPHA}, divergence=...)` (backend `auto`, i.e. the "
@@ -239,7 +240,9 @@ def write_atomic(path: Path, text: str) -> None:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=15, help="timed samples per variant")
-    ap.add_argument("--write", type=Path, help="also write the Markdown table to this file")
+    ap.add_argument("--write", type=Path, help="also write the Markdown table to this file (refused on a loaded machine)")
+    ap.add_argument("--allow-loaded", action="store_true",
+                    help="write --write even when the machine was loaded, with a warning at the top of the page")
     ap.add_argument("--memory-child", nargs=4, metavar=("VARIANT", "N", "C", "DIV"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -248,9 +251,12 @@ def main(argv=None):
         memory_child(v, int(n), int(c), div)
         return
     print(machine())
-    rows, before, after = run(args.repeats)
+    with LoadMonitor() as load:
+        rows = run(args.repeats)
+    print(load.summary())
     if args.write:
-        write_atomic(args.write, markdown(rows, args.repeats, before, after))
+        check_write(load, args.allow_loaded)
+        write_atomic(args.write, markdown(rows, args.repeats, load))
         print(f"wrote {args.write}")
 
 

@@ -427,7 +427,10 @@ def _fmnist_section(w: Callable[[str], None], teacher_name: str, cnn: dict[str, 
     et = cnn["test_errors"]
     nt = cnn["n_test"]
     gain_pp = 100 * (ea - ed) / nt
-    gap = (ea - ed) / (ea - et) if ea != et else float("nan")
+    from darkknowledge.report import gap_closed
+
+    gap = gap_closed(et, ea, ed)
+    gap = float("nan") if gap is None else gap  # the student alone matched or beat the teacher
     w(f"Test errors over {n} seed{'s' if n != 1 else ''} ({', '.join(str(r['seed']) for r in s['seeds_alone'])}):")
     w("")
     w("| model | test errors per seed | mean test errors | mean accuracy |")

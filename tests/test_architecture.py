@@ -9,17 +9,18 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "darkknowledge"
 
 # floor of each module, bottom (0) to top; a subpackage's modules share its floor and may import each other
 FLOORS = {
+    "errors": -1,  # the exception types: below everything, imported by everything
     "_checks": 0, "_fused_kd": 0,
     "info": 1, "data": 1, "config": 1, "augment": 1, "models": 1, "schedules": 1, "distributed": 1, "report": 1, "mle": 1,
     "functional": 2, "checkpoint": 2,
-    "losses": 3, "teachers": 3,
+    "losses": 3, "teachers": 3, "rundir": 3,
     "train": 4, "evaluate": 4, "soft_targets": 4,
     "distill": 5, "memmap": 5,
     "experiment": 6,
     "cli": 7, "__main__": 8,
 }
 MATHS = {"info", "functional", "losses", "_fused_kd"}
-MATHS_MAY_IMPORT = {"_checks", "info", "_fused_kd", ""}  # "" = the package root (its __version__)
+MATHS_MAY_IMPORT = {"_checks", "errors", "info", "_fused_kd", ""}  # "" = the package root (its __version__)
 
 
 def _top(module_file: Path) -> str:

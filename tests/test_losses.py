@@ -312,29 +312,17 @@ def test_env_var_selects_backend(monkeypatch):
         distillation_loss(s, t, y)
 
 
-def test_fallback_when_the_kernel_cannot_be_built(monkeypatch):
+def test_fallback_when_the_kernel_is_absent(monkeypatch):
     s, t, y = make()
     monkeypatch.setattr(_fused_kd, "_kernel", None)
-    monkeypatch.setattr(_fused_kd, "_kernel_error", "no C compiler found")
+    monkeypatch.setattr(_fused_kd, "_kernel_error", "the extension module darkknowledge._fused_kd_c is not installed")
     monkeypatch.setattr(losses, "_warned_fallback", False)
-    with pytest.raises(RuntimeError, match="backend='compiled' was asked for, but the fused kernel could not be built: no C compiler"):
+    with pytest.raises(RuntimeError, match="backend='compiled' was asked for, but the fused kernel is not available: "
+                                           "the extension module darkknowledge._fused_kd_c is not installed"):
         distillation_loss(s, t, y, backend="compiled")
-    with pytest.warns(RuntimeWarning, match="using the slower eager backend"):
+    with pytest.warns(_fused_kd.KernelUnavailableWarning, match="using the slower eager backend"):
         v = distillation_loss(s, t, y, backend="auto")
     torch.testing.assert_close(v, distillation_loss(s, t, y, backend="eager"), rtol=0, atol=0)
-
-
-def test_kernel_builds_into_a_fresh_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("DARKKNOWLEDGE_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(_fused_kd, "_kernel", None)
-    monkeypatch.setattr(_fused_kd, "_kernel_error", None)
-    assert _fused_kd.load_kernel() is not None, _fused_kd.kernel_error()
-    assert len(list((tmp_path / "kernels").glob("fused_kd_*.so"))) == 1
-    s, t, y = make(64, 300)
-    v, g = value_and_grad(lambda x: distillation_loss(x, t, y, backend="compiled"), s)
-    rv, rg = value_and_grad(lambda x: plain_rows(x, t, y, temperature=4.0, alpha=0.1, divergence="kl").mean(), s)
-    torch.testing.assert_close(v, rv, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(g, rg, rtol=1e-6, atol=1e-7)
 
 
 # ---------------------------------------------------------------- errors
@@ -378,8 +366,10 @@ def test_bad_tensors():
          r"teacher_logits must be on the device of student_logits \(cpu\), got meta instead"),
         ((s, t, y.float()), TypeError, "target must hold integer class ids \\(int64\\), got torch.float32 instead"),
         ((s, t, y[:3]), ValueError, r"target must have shape \(4,\) \(the leading dims of the logits\), got \(3,\)"),
-        ((s, t, torch.tensor([0, 1, 6, 2])), ValueError, r"target must hold class ids in \[0, 5\], got values in \[0, 6\]"),
-        ((s, t, torch.tensor([0, -1, 2, 2])), ValueError, r"target must hold class ids in \[0, 5\], got values in \[-1, 2\]"),
+        ((s, t, torch.tensor([0, 1, 6, 2])), ValueError,
+         r"target must hold class ids in \[0, 5\] \(C = 6 classes\), got 1 value\(s\) outside that range \(6\) instead"),
+        ((s, t, torch.tensor([0, -1, 2, 2])), ValueError,
+         r"target must hold class ids in \[0, 5\] \(C = 6 classes\), got 1 value\(s\) outside that range \(-1\)"),
     ]
     for args, exc, match in cases:
         with pytest.raises(exc, match=match):

@@ -19,9 +19,11 @@ from torch import nn
 from darkknowledge.checkpoint import load_model
 from darkknowledge.data._types import Splits
 from darkknowledge.models import build_model
+from darkknowledge.rundir import RunFolderError
 from darkknowledge.schedules import build_scheduler, lr_factor
 from darkknowledge.losses import TrainingDistillationLoss, distillation_loss
 from darkknowledge.train import (
+    data_fingerprint,
     clip_grad_norm,
     LOSS_NAMES,
     TrainingDivergedError,
@@ -396,7 +398,9 @@ def test_run_folder_layout_log_and_config(tmp_path):
     data = _blobs()
     model = _resume_model(0)
     result = fit(model, data, out_dir=tmp_path, epochs=3, batch_size=32, weight_decay=1e-4)
-    assert {p.name for p in tmp_path.iterdir()} == {"config.json", "log.jsonl", "checkpoint", "model.safetensors", "model.json"}
+    assert {p.name for p in tmp_path.iterdir()} == {"config.json", "log.jsonl", "checkpoint", "model.safetensors", "model.json",
+                                                  ".darkknowledge-run", ".darkknowledge-lock"}
+    assert json.loads((tmp_path / ".darkknowledge-run").read_text())["kind"] == "fit"
     lines = (tmp_path / "log.jsonl").read_text().splitlines()
     rows = [json.loads(s) for s in lines]
     assert len(rows) == 3 and all(set(r) == LOG_KEYS for r in rows)
@@ -405,7 +409,7 @@ def test_run_folder_layout_log_and_config(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["model_spec"] == model.spec.to_dict()
     assert config["weight_decay"] == 1e-4 and config["epochs"] == 3 and config["loss"] == "cross_entropy"
-    assert config["data"] == {"n_train": 120, "n_val": 40, "input_shape": [6]}
+    assert config["data"] == {"n_train": 120, "n_val": 40, "input_shape": [6], "sha256": data_fingerprint(data)}
     loaded = load_model(tmp_path)
     torch.testing.assert_close(loaded(data.X_val), predict_logits(model, data.X_val), rtol=0, atol=0)
     assert loaded.metadata["best_epoch"] == result.best_epoch
@@ -597,8 +601,10 @@ def test_fresh_start_in_a_used_folder_drops_the_old_run(tmp_path):
     data = _blobs()
     fit(_resume_model(0), data, out_dir=tmp_path, **_RESUME_KW)
     assert (tmp_path / "model.safetensors").exists()
+    with pytest.raises(RunFolderError, match=r"already holds a finished run \(checkpoint at epoch 4 of 4\); pass force=True to overwrite it"):
+        fit(_resume_model(1), data, out_dir=tmp_path, **_RESUME_KW)
     with pytest.raises(_Interrupt):
-        fit(_resume_model(1), data, out_dir=tmp_path, on_epoch_end=_interrupt_after(1), **_RESUME_KW)
+        fit(_resume_model(1), data, out_dir=tmp_path, force=True, on_epoch_end=_interrupt_after(1), **_RESUME_KW)
     assert not (tmp_path / "model.safetensors").exists() and not (tmp_path / "model.json").exists()
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 1
     # the resume point is the new run's epoch 1, not the old run's epoch 4

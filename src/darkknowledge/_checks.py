@@ -61,3 +61,49 @@ def check_one_of(name: str, value: Any, choices: Iterable[str]) -> str:
         valid = ", ".join(repr(c) for c in choices)
         raise ValueError(f"{name} must be one of {valid}; got {value!r} instead.")
     return value
+
+
+def check_regular_file(what: str, path: Any) -> Any:
+    """Return ``path`` if it is an existing regular file, else raise saying what it is instead.
+
+    A missing path raises ``FileNotFoundError``; a folder, a FIFO, a socket or a device raises
+    ``ValueError``. Uses ``stat``, never ``open``: opening a FIFO would block forever.
+
+    >>> check_regular_file("Data file", "/")
+    Traceback (most recent call last):
+    ...
+    ValueError: Data file '/' is a folder: expected a regular file.
+    """
+    import os
+    import stat
+
+    label = f"{what} {str(path)!r}"
+    if str(path) == "":
+        raise ValueError(f"{what} must not be empty: expected the path of a file.")
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{label} does not exist.") from None
+    except NotADirectoryError:
+        raise FileNotFoundError(f"{label} does not exist (a part of its path is a file, not a folder).") from None
+    if stat.S_ISDIR(mode):
+        raise ValueError(f"{label} is a folder: expected a regular file.")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else (
+            "a socket" if stat.S_ISSOCK(mode) else "a device")
+        raise ValueError(f"{label} is {kind}, not a regular file: expected a regular file.")
+    return path
+
+
+def memory_limit_bytes() -> int:
+    """The most bytes one array read from a file may need: this machine's physical memory.
+
+    A header that promises more (a crafted ``.npy`` of shape ``(1e11, 4)``) is refused before
+    anything is allocated. ``2**40`` where the platform does not say.
+    """
+    import os
+
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return 1 << 40

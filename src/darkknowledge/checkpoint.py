@@ -25,7 +25,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import tempfile
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,11 +38,14 @@ from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 from torch import nn
 
+from darkknowledge.errors import InputError
 from darkknowledge.models import ModelSpec, build_model_from_spec
 
 __all__ = [
     "MODEL_JSON",
     "MODEL_WEIGHTS",
+    "CheckpointError",
+    "NotARegularFileError",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
@@ -48,6 +53,8 @@ __all__ = [
     "load_training_state",
     "load_weights",
     "pack_tensors",
+    "peek_training_state",
+    "read_regular_bytes",
     "save_model",
     "save_training_state",
     "sha256_bytes",
@@ -58,6 +65,14 @@ MODEL_WEIGHTS = "model.safetensors"
 MODEL_JSON = "model.json"
 _FORMAT = "darkknowledge.model"
 _STATE_FORMAT = "darkknowledge.training_state"
+
+
+class CheckpointError(InputError):
+    """A training state (checkpoint) is corrupt, malformed or was written for another run (a ``ValueError``)."""
+
+
+class NotARegularFileError(InputError):
+    """A path to read is a FIFO, socket, device or folder, not a regular file (reading it could hang)."""
 
 
 # ----------------------------------------------------------------------------- atomic files
@@ -80,19 +95,95 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        _chmod_fd(fd, tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a file gets the user's umask
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.filename is None:  # a failed write names no file: name it
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
     _fsync_dir(path.parent)
     return path
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS allows (``/proc/self/status``).
+
+    Elsewhere it is set and restored at once, under a lock (``os.umask`` has no read-only form).
+
+    >>> 0 <= current_umask() <= 0o777
+    True
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _chmod_fd(fd: int, path: str, mode: int) -> None:
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, mode)
+    else:  # pragma: no cover - Windows
+        os.chmod(path, mode)
+
+
+def describe_file_type(mode: int) -> str:
+    """``"a FIFO"``, ``"a folder"``, ... for an ``os.stat`` mode.
+
+    >>> describe_file_type(stat.S_IFIFO), describe_file_type(stat.S_IFREG)
+    ('a FIFO', 'a regular file')
+    """
+    for test, name in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symbolic link"),
+                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def read_regular_bytes(path: str | os.PathLike, *, what: str = "file") -> bytes:
+    """The bytes of ``path``, refusing anything but a regular file (a FIFO would block forever).
+
+    Opened with ``O_NONBLOCK`` and checked with ``fstat`` before a byte is read.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        NotARegularFileError: a FIFO, socket, device or folder (a ``ValueError`` naming it).
+    """
+    path = Path(path)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotARegularFileError(
+                f"{path} is {describe_file_type(st.st_mode)}, not a regular {what}; remove it or point to the real file."
+            )
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 24)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -206,17 +297,17 @@ def _read_model_folder(path_dir: str | os.PathLike) -> tuple[dict[str, Any], dic
     folder = Path(path_dir)
     json_path, weights_path = folder / MODEL_JSON, folder / MODEL_WEIGHTS
     for p in (json_path, weights_path):
-        if not p.is_file():
+        if not p.exists():
             raise FileNotFoundError(
                 f"{p} not found: a model folder holds {MODEL_WEIGHTS} and {MODEL_JSON} (written by save_model)."
             )
     try:
-        info = json.loads(json_path.read_text(encoding="utf-8"))
+        info = json.loads(read_regular_bytes(json_path).decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{json_path} is not valid JSON ({e}); the file is corrupt.") from e
     if not isinstance(info, dict) or info.get("format") != _FORMAT:
         raise ValueError(f"{json_path} is not a darkknowledge model file (expected format {_FORMAT!r}).")
-    data = weights_path.read_bytes()
+    data = read_regular_bytes(weights_path)
     digest = sha256_bytes(data)
     if digest != info.get("sha256"):
         raise ValueError(
@@ -319,29 +410,108 @@ def unpack_tensors(obj: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
     return obj
 
 
+def _state_sha256(tensors: Mapping[str, torch.Tensor], text: str) -> str:
+    """SHA-256 over the state's JSON and every tensor (name, dtype, shape, bytes), in name order."""
+    h = hashlib.sha256()
+    h.update(f"{_STATE_FORMAT}|{len(text)}|".encode())
+    h.update(text.encode("utf-8"))
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return h.hexdigest()
+
+
 def save_training_state(path: str | os.PathLike, *, tensors: Mapping[str, torch.Tensor], state: Any) -> Path:
     """Write ``tensors`` and the JSON-serialisable ``state`` to one safetensors file, atomically.
 
     The JSON goes into the safetensors header metadata, so the whole state is one file and
-    one ``os.replace``: a crash leaves the previous complete state.
+    one ``os.replace``: a crash leaves the previous complete state. The metadata also holds
+    the SHA-256 of the JSON and of every tensor, checked by :func:`load_training_state`.
     """
     text = json.dumps(state, allow_nan=False)
-    return atomic_write_bytes(path, _weights_bytes(tensors, {"format": _STATE_FORMAT, "state": text}))
+    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    metadata = {"format": _STATE_FORMAT, "state": text, "sha256": _state_sha256(cpu, text)}
+    return atomic_write_bytes(path, _weights_bytes(cpu, metadata))
+
+
+def _read_header(data: bytes) -> dict[str, Any]:
+    if len(data) < 8:
+        raise ValueError("header too small")
+    header_len = int.from_bytes(data[:8], "little")
+    if header_len > len(data) - 8:
+        raise ValueError("header length past the end of the file")
+    header = json.loads(data[8 : 8 + header_len])
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a JSON object")
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict) or meta.get("format") != _STATE_FORMAT:
+        raise ValueError(f"format is {meta.get('format') if isinstance(meta, dict) else None!r}, expected {_STATE_FORMAT!r}")
+    return meta
 
 
 def load_training_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Any]:
-    """Read what :func:`save_training_state` wrote: ``(tensors, state)`` (CPU tensors)."""
+    """Read what :func:`save_training_state` wrote: ``(tensors, state)`` (CPU tensors), checksum verified.
+
+    Raises:
+        FileNotFoundError: no such file.
+        NotARegularFileError: a FIFO, device or folder (never opened for reading).
+        CheckpointError: unreadable, or its SHA-256 does not match (a flipped bit, a partial
+            write, an edit): ``<path> is not a readable training state (...); the file is corrupt.``
+    """
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"{path} not found: no training state to resume from.")
-    data = path.read_bytes()
+    data = read_regular_bytes(path, what="training state file")
     try:
         tensors = _st_load(data)
-        header_len = int.from_bytes(data[:8], "little")
-        meta = json.loads(data[8 : 8 + header_len]).get("__metadata__", {})
-        if meta.get("format") != _STATE_FORMAT:
-            raise ValueError(f"format is {meta.get('format')!r}, expected {_STATE_FORMAT!r}")
-        state = json.loads(meta["state"])
-    except (SafetensorError, ValueError, KeyError, RuntimeError) as e:
-        raise ValueError(f"{path} is not a readable training state ({e}); the file is corrupt.") from e
+        meta = _read_header(data)
+        text = meta["state"]
+        state = json.loads(text)
+        recorded = meta.get("sha256")
+    except (SafetensorError, ValueError, KeyError, RuntimeError, TypeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not a readable training state ({e}); the file is corrupt.") from e
+    if recorded is None:
+        raise CheckpointError(
+            f"{path} is not a readable training state (it records no SHA-256, so it cannot be verified); "
+            "the file is corrupt or was written by an older darkknowledge: start over (--force / force=True)."
+        )
+    digest = _state_sha256(tensors, text)
+    if digest != recorded:
+        raise CheckpointError(
+            f"{path} is not a readable training state (its SHA-256 does not match the one recorded in it: expected "
+            f"{recorded}, got {digest}); the file is corrupt, half-written or was altered."
+        )
     return tensors, state
+
+
+def peek_training_state(path: str | os.PathLike) -> tuple[int, int, bool]:
+    """``(epochs done, epochs of the run, stopped early)`` of a training state, from its header only.
+
+    Cheap (the tensors are not read); for messages such as "checkpoint at epoch 18 of 40".
+
+    Raises:
+        ValueError: the header cannot be read or lacks these fields.
+    """
+    path = Path(path)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotARegularFileError(f"{path} is {describe_file_type(st.st_mode)}, not a regular file")
+        head = os.pread(fd, 8, 0)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n < 0 or n > min(st.st_size - 8, 1 << 28):
+            raise ValueError("header too small" if n < 0 else "header length past the end of the file")
+        data = head + os.pread(fd, n, 8)
+    finally:
+        os.close(fd)
+    try:
+        state = json.loads(_read_header(data)["state"])
+        done = len(state["history"])
+        epochs = int(state["config"]["epochs"])
+        stopped = bool(state.get("stopped_early", False))
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not a readable training state ({e})") from e
+    return done, epochs, stopped

@@ -10,9 +10,14 @@ Commands:
 
 Adding a command: write ``_add_<cmd>_parser(subparsers)``, which registers the sub-parser and sets
 ``handler=_cmd_<cmd>``, and ``_cmd_<cmd>(args) -> int``; then call the former in :func:`_build_parser`.
-A handler returns the exit code; a ``ValueError`` / ``TypeError`` / ``FileNotFoundError`` it raises
-becomes ``darkknowledge: error: <message>`` on stderr with exit code 2 (as argparse does for usage
-errors), never a traceback.
+A handler returns the exit code. What it raises is sorted by :func:`main`:
+
+* a :class:`~darkknowledge.errors.DarkKnowledgeError` (bad input, a file that is not what it should
+  be, a diverged run), an ``OSError`` of the machine (disk full, read-only or missing folder, no
+  permission, ...) or ``MemoryError`` becomes ``darkknowledge: error: <message>`` on stderr with exit
+  code 2 (as argparse does for usage errors), never a traceback;
+* Ctrl-C (``KeyboardInterrupt``) prints where the last checkpoint is and how to continue, exit 130;
+* anything else is a bug: its traceback is shown (exit 1) so that it can be reported.
 
 Example:
     >>> main(["info", "entropy", "0.1", "0.3", "0.2", "0.4"])
@@ -23,25 +28,47 @@ Example:
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from darkknowledge import __version__
 
 __all__ = ["main"]
 
-_USER_ERRORS = (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+# OSErrors that say something about the machine or the paths given, not about darkknowledge's code
+_MACHINE_ERRNOS = {
+    errno.ENOSPC: "the disk is full; free some space or write elsewhere",
+    errno.EDQUOT: "the disk quota is exceeded; free some space or write elsewhere",
+    errno.EROFS: "the file system is read-only; choose a writable folder",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOENT: "no such file or folder",
+    errno.EISDIR: "a folder where a file was expected",
+    errno.ENOTDIR: "a file where a folder was expected",
+    errno.ENAMETOOLONG: "the path is too long",
+    errno.ELOOP: "too many levels of symbolic links",
+    errno.EEXIST: "the path already exists",
+    errno.EBUSY: "the path is busy (a mount point or in use)",
+    errno.ENXIO: "no such device (a FIFO or socket without a reader?)",
+    errno.EIO: "an input/output error of the disk",
+    errno.EMFILE: "too many open files",
+}
 _BASE_HELP = "log base: 2 (bits, the default), e (nats), 10 (hartleys)"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line on ``argv`` (default ``sys.argv[1:]``) and return the exit code.
 
-    0 on success, 2 on bad input (message on stderr, no traceback).
+    0 on success; 2 on bad input or a problem of the machine (message on stderr, no traceback);
+    130 on Ctrl-C. A bug (any other exception) propagates with its traceback.
     """
+    from darkknowledge.errors import DarkKnowledgeError
+
     parser = _build_parser()
     try:
         args = parser.parse_args(argv)
@@ -52,9 +79,52 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("train", "run") and os.environ.get("WORLD_SIZE", "1") != "1":
             return _run_distributed(handler, args)
         return handler(args)
-    except _USER_ERRORS as exc:
-        print(f"darkknowledge: error: {exc}", file=sys.stderr)
-        return 2
+    except DarkKnowledgeError as exc:
+        return _error(str(exc))
+    except (ValueError, TypeError, FileNotFoundError) as exc:  # MIGRATION: removed once every raise is a DarkKnowledgeError
+        return _error(str(exc))
+    except KeyboardInterrupt:
+        print(f"\ndarkknowledge: interrupted. {_resume_hint(args)}", file=sys.stderr)
+        return 130
+    except MemoryError as exc:
+        detail = f" ({exc})" if str(exc) else ""
+        return _error(f"out of memory{detail}; use smaller models, batches or data, or a machine with more memory.")
+    except OSError as exc:
+        if exc.errno not in _MACHINE_ERRNOS:
+            raise
+        return _error(_describe_os_error(exc))
+
+
+def _error(message: str) -> int:
+    print(f"darkknowledge: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _describe_os_error(exc: OSError) -> str:
+    """One line for an OSError of the machine: what happened, to which path, what to do."""
+    where = " -> ".join(repr(str(f)) for f in (exc.filename, exc.filename2) if f is not None)
+    what = exc.strerror or str(exc)
+    hint = _MACHINE_ERRNOS[exc.errno]
+    text = f"{what}: {where}" if where else what
+    if hint.lower() != what.lower():
+        text += f" ({hint})"
+    return text + "."
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    """What was kept after Ctrl-C and how to continue, for the command in ``args``."""
+    folder = getattr(args, "run_folder", None)
+    if folder is None:
+        return "Nothing was written."
+    checkpoint = Path(folder) / "checkpoint" / "last.safetensors"
+    if args.command == "train" and checkpoint.is_file() and not checkpoint.is_symlink():
+        return (f"The last checkpoint is {str(checkpoint)!r}; rerun the same command with --resume to continue "
+                "from it, or with --force to start over.")
+    if args.command == "train":
+        return (f"No epoch was finished, so {str(folder)!r} holds no checkpoint; rerun the same command "
+                "with --force to start over.")
+    return (f"The run in {str(folder)!r} is incomplete (the teacher's soft targets computed so far stay "
+            "cached there); rerun the same command with --force to start it over.")
 
 
 def _run_distributed(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
@@ -160,10 +230,30 @@ def _add_info_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_info_softmax)
 
 
+# Library advice rewritten for the command line, where the keyword arguments are flags.
+_INFO_ADVICE = (
+    ("when normalize=False", "with --no-normalize (drop the flag to normalise the weights)"),
+    ("pass normalize=True to normalise a distribution", "drop --no-normalize to normalise the weights"),
+)
+
+
+def _info_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call an ``info`` function; its errors' advice is rewritten in terms of the command's flags."""
+    from darkknowledge.errors import InputError
+
+    try:
+        return fn(*args, **kwargs)
+    except InputError as exc:
+        text = str(exc)
+        for library, command_line in _INFO_ADVICE:
+            text = text.replace(library, command_line)
+        raise InputError(text) from None
+
+
 def _cmd_info_entropy(args: argparse.Namespace) -> int:
     from darkknowledge.info import entropy
 
-    value = entropy(args.p, base=args.base, normalize=args.normalize)
+    value = _info_call(entropy, args.p, base=args.base, normalize=args.normalize)
     print(f"{value:.4f} {_unit(args.base)}")
     return 0
 
@@ -171,7 +261,13 @@ def _cmd_info_entropy(args: argparse.Namespace) -> int:
 def _cmd_info_self_information(args: argparse.Namespace) -> int:
     from darkknowledge.info import self_information
 
-    values = self_information(args.p, base=args.base)
+    from darkknowledge.errors import InputError
+
+    bad = [p for p in args.p if not 0.0 <= p <= 1.0]  # NaN fails both comparisons
+    if bad:
+        raise InputError(f"each P must be a probability in [0, 1], got {bad[0]:g} instead; self-information is "
+                         "-log P of one probability (for a distribution of weights use `darkknowledge info entropy`).")
+    values = _info_call(self_information, args.p, base=args.base)
     for prob, value in zip(args.p, values):
         print(f"I({prob:g}) = {value:.4f} {_unit(args.base)}")
     return 0
@@ -181,7 +277,7 @@ def _cmd_info_pair(args: argparse.Namespace) -> int:
     from darkknowledge.info import cross_entropy, js_divergence, kl_divergence
 
     fn = {"cross-entropy": cross_entropy, "kl": kl_divergence, "js": js_divergence}[args.quantity]
-    value = fn(args.p, args.q, base=args.base, normalize=args.normalize)
+    value = _info_call(fn, args.p, args.q, base=args.base, normalize=args.normalize)
     print(f"{value:.4f} {_unit(args.base)}")
     return 0
 
@@ -219,8 +315,8 @@ def _cmd_challenger(args: argparse.Namespace) -> int:
 
     if not math.isfinite(args.temperature):
         raise ValueError(f"--temperature must be a finite number of °F, got {args.temperature!r} instead.")
-    if args.plot is not None and not Path(args.plot).parent.is_dir():
-        raise FileNotFoundError(f"--plot's folder {str(Path(args.plot).parent)!r} does not exist.")
+    if args.plot is not None:
+        _check_plot_path(args.plot)
     temperature_f, distress = challenger_data()
     fit = fit_logistic_regression(temperature_f, distress)
     print(f"Challenger O-rings: {len(distress)} flights, {int(distress.sum())} with distress")
@@ -236,6 +332,21 @@ def _cmd_challenger(args: argparse.Namespace) -> int:
         )
         print(f"wrote {path}")
     return 0
+
+
+def _check_plot_path(plot: str) -> None:
+    """``--plot`` must name a PNG file to write, in a folder that exists."""
+    from darkknowledge.errors import InputError, MissingFileError
+
+    path = Path(plot)
+    if not plot.strip() or plot.endswith(("/", os.sep)) or path.name in ("", ".", ".."):
+        raise InputError(f"--plot must name a PNG file to write, e.g. challenger.png, got {plot!r} instead.")
+    if path.is_dir():
+        raise InputError(f"--plot must name a PNG file to write, got the folder {plot!r} instead.")
+    if path.exists() and not path.is_file():
+        raise InputError(f"--plot must name a regular file, got {plot!r}, which is not one (a FIFO or device?).")
+    if not path.parent.is_dir():
+        raise MissingFileError(f"--plot's folder {str(path.parent)!r} does not exist; create it first.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,7 +379,8 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="run folder to write (default runs/train)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
+    p.add_argument("--force", action="store_true",
+                   help="start over in --out (a finished or interrupted run), or write into a folder that is not a run folder")
     _add_device_flags(p)
     p.set_defaults(handler=_cmd_train)
 
@@ -310,19 +422,14 @@ def _train_config_from_args(args: argparse.Namespace):
     return parse_config(raw, TrainRunConfig)
 
 
-def _check_out_dir(out: Path) -> None:
-    """Fail before any work if the output folder cannot be created or written (a file in its path, permissions)."""
-    import tempfile
+def _check_out_dir(out: Path, *, kind: str, force: bool = False, resume: bool = False):
+    """Claim the output folder before any work (``darkknowledge.rundir``): it can be created and written,
+    is new, empty or a darkknowledge run of this kind (else ``--force``), holds no link where darkknowledge
+    writes, no interrupted run without ``--resume``, and no other process is writing it. Returns the held
+    folder (release it when done)."""
+    from darkknowledge.rundir import claim_run_dir
 
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        raise ValueError(
-            f"the output folder {str(out)!r} must be a folder that can be created and written, "
-            f"got {type(exc).__name__}: {exc.strerror or exc} instead."
-        ) from None
+    return claim_run_dir(out, kind=kind, force=force, resume=resume, cli=True, name="--out")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -332,39 +439,47 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from darkknowledge.evaluate import evaluate_model
     from darkknowledge.experiment import load_splits
     from darkknowledge.models import build_model, count_parameters
+    from darkknowledge.rundir import RunFolderError, check_path
     from darkknowledge.train import fit
 
     cfg = _train_config_from_args(args)
-    out = Path(cfg.out_dir)
+    out = check_path(cfg.out_dir, name="--out")
+    args.run_folder = out  # for the Ctrl-C message of main()
+    if args.force and args.resume:
+        raise RunFolderError("--resume and --force contradict each other: --resume continues the run in --out, "
+                             "--force starts it over; pass one of them.")
     if (out / "summary.json").exists() and not (args.force or args.resume):
-        raise ValueError(f"--out {str(out)!r} already holds a finished run; pass --force to overwrite it or --resume.")
-    _check_out_dir(out)
-    data, ds_name = load_splits(cfg.dataset)
-    model = build_model(cfg.model.name, input_shape=data.input_shape, num_classes=data.num_classes,
-                        seed=cfg.seed, **cfg.model.options)
-    print(f"{cfg.model.name}: {count_parameters(model):,} parameters; {ds_name}: "
-          f"{len(data.y_train)} train / {0 if data.y_val is None else len(data.y_val)} val / "
-          f"{0 if data.y_test is None else len(data.y_test)} test")
-    start = time.perf_counter()
-    from darkknowledge.distributed import barrier, is_main_process
+        raise RunFolderError(f"--out {str(out)!r} already holds a finished run; pass --force to overwrite it or --resume.")
+    handle = _check_out_dir(out, kind="fit", force=args.force, resume=args.resume)  # held until the summary is written
+    try:
+        data, ds_name = load_splits(cfg.dataset)
+        model = build_model(cfg.model.name, input_shape=data.input_shape, num_classes=data.num_classes,
+                            seed=cfg.seed, **cfg.model.options)
+        print(f"{cfg.model.name}: {count_parameters(model):,} parameters; {ds_name}: "
+              f"{len(data.y_train)} train / {0 if data.y_val is None else len(data.y_val)} val / "
+              f"{0 if data.y_test is None else len(data.y_test)} test")
+        start = time.perf_counter()
+        from darkknowledge.distributed import barrier, is_main_process
 
-    result = fit(model, data, seed=cfg.seed, out_dir=out, resume=args.resume, device=args.device or cfg.device,
-                 amp=args.amp or cfg.amp, **cfg.train.fit_kwargs())
-    seconds = time.perf_counter() - start
-    if is_main_process():  # under torchrun only rank 0 writes
-        save_model(out, model, spec=getattr(model, "spec", None))
-    summary = {"config": cfg.model_dump(mode="json"), "params": count_parameters(model),
-               "best_epoch": result.best_epoch, "train_seconds": seconds}
-    if data.X_test is not None:
-        metrics = evaluate_model(model, data.X_test, data.y_test)
-        summary["test"] = {k: metrics[k] for k in ("test_errors", "n_test", "accuracy", "nll", "ece")}
-        print(f"test: {metrics['test_errors']} errors / {metrics['n_test']}, accuracy {100 * metrics['accuracy']:.2f} %, "
-              f"NLL {metrics['nll']:.4f} nats, {seconds:.1f} s ({seconds / max(result.epochs_run, 1):.2f} s/epoch)")
-    if is_main_process():
-        atomic_write_json(out / "summary.json", summary)
-    barrier()
-    print(f"wrote {out}")
-    return 0
+        result = fit(model, data, seed=cfg.seed, out_dir=out, resume=args.resume, force=args.force,
+                     device=args.device or cfg.device, amp=args.amp or cfg.amp, **cfg.train.fit_kwargs())
+        seconds = time.perf_counter() - start
+        if is_main_process():  # under torchrun only rank 0 writes
+            save_model(out, model, spec=getattr(model, "spec", None))
+        summary = {"config": cfg.model_dump(mode="json"), "params": count_parameters(model),
+                   "best_epoch": result.best_epoch, "train_seconds": seconds}
+        if data.X_test is not None:
+            metrics = evaluate_model(model, data.X_test, data.y_test)
+            summary["test"] = {k: metrics[k] for k in ("test_errors", "n_test", "accuracy", "nll", "ece")}
+            print(f"test: {metrics['test_errors']} errors / {metrics['n_test']}, accuracy {100 * metrics['accuracy']:.2f} %, "
+                  f"NLL {metrics['nll']:.4f} nats, {seconds:.1f} s ({seconds / max(result.epochs_run, 1):.2f} s/epoch)")
+        if is_main_process():
+            atomic_write_json(out / "summary.json", summary)
+        barrier()
+        print(f"wrote {out}")
+        return 0
+    finally:
+        handle.release()
 
 
 # --------------------------------------------------------------------------------------------
@@ -380,7 +495,8 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("config", nargs="?", default=None, help="YAML config (see configs/); default: digits")
     p.add_argument("--out", help="run folder (default: the config's out_dir)")
     p.add_argument("--seeds", type=int, nargs="+", help="override the config's seeds")
-    p.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
+    p.add_argument("--force", action="store_true",
+                   help="start over in --out (a finished or incomplete run), or write into a folder that is not a run folder")
     _add_device_flags(p)
     p.set_defaults(handler=_cmd_run)
 
@@ -396,8 +512,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         cfg = cfg.model_copy(update={"device": args.device})
     if args.amp:
         cfg = cfg.model_copy(update={"amp": True})
-    out = Path(args.out or cfg.out_dir)
-    _check_out_dir(out)
+    from darkknowledge.rundir import check_path
+
+    out = check_path(args.out if args.out is not None else cfg.out_dir, name="--out")
+    args.run_folder = out  # for the Ctrl-C message of main()
+    # run_experiment claims the folder (new, empty or a darkknowledge run, else --force) before any work
     results = run_experiment(cfg, out_dir=out, force=args.force)
     print()
     print(format_table(results["models"]))

@@ -9,6 +9,22 @@ reject unknown keys and wrong types with a message naming the key, e.g.::
 Every field has its default here and nowhere else; the resolved config (defaults filled in) is
 saved beside the results so a run can be repeated exactly.
 
+What a careless or hostile config gets, before any work is done:
+
+* YAML anchors and aliases (``&a`` / ``*a``, and ``<<`` merge keys) are refused: a few hundred
+  bytes of nested aliases expand to gigabytes. So is a key given twice in one mapping (YAML
+  lets the last win silently), nesting deeper than :data:`MAX_YAML_DEPTH` and a file larger
+  than :data:`MAX_CONFIG_BYTES`.
+* every number must be finite (no ``.nan`` / ``.inf``), seeds in ``[0, 2**32 - 1]`` and
+  distinct, learning rates in ``(0, MAX_LR]``, epochs at most :data:`MAX_EPOCHS`; names and
+  paths must not be empty.
+* checks that need the data (``distill.omit_class``, ``soft_targets.top_k``) are in
+  :func:`check_config_against_data`, to call right after the data is loaded, before a teacher
+  is trained.
+
+A config changed after loading (command-line flags) goes through :func:`with_overrides`, which
+validates the result again (``model_copy(update=...)`` would not).
+
 Example (the embedded default, digits)::
 
     >>> cfg = ExperimentConfig()
@@ -19,6 +35,9 @@ Example (the embedded default, digits)::
 from __future__ import annotations
 
 import difflib
+import math
+import os
+import stat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,8 +58,32 @@ __all__ = [
     "ExperimentConfig",
     "TrainRunConfig",
     "load_config",
+    "load_yaml",
     "parse_config",
+    "with_overrides",
+    "check_config_against_data",
+    "MAX_CONFIG_BYTES",
+    "MAX_YAML_DEPTH",
+    "MAX_SEED",
+    "MAX_EPOCHS",
+    "MAX_LR",
 ]
+
+#: A config file larger than this is refused before it is parsed (configs are a few kB).
+MAX_CONFIG_BYTES = 1 << 20
+#: Deepest nesting of YAML mappings / lists accepted (the shipped configs use 4).
+MAX_YAML_DEPTH = 32
+#: Seeds are ``0 .. 2**32 - 1``: what NumPy and scikit-learn accept as a ``random_state``.
+MAX_SEED = 2**32 - 1
+#: More epochs than this is a typo, not a plan.
+MAX_EPOCHS = 100_000
+#: A learning rate above this diverges at once with SGD (1e300 overflowed to inf in the first step).
+MAX_LR = 100.0
+#: Largest batch size, number of seeds, ensemble members, classes and similar counts.
+MAX_BATCH_SIZE = 1 << 24
+MAX_SEEDS = 1000
+MAX_MEMBERS = 1000
+MAX_CLASSES = 100_000
 
 
 class ConfigError(ValueError):
@@ -48,7 +91,37 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=False)
+    # allow_inf_nan=False: every float field (and every float in a list) must be finite
+    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=False, allow_inf_nan=False)
+
+
+def _check_text(what: str, value: str | None) -> str | None:
+    """A name or a path: ``None`` passes; an empty string or one holding a NUL byte does not."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise ValueError(f"{what} must not be empty, got {value!r} instead")
+    if "\x00" in value:
+        raise ValueError(f"{what} must not contain a NUL byte, got {value!r} instead")
+    return value
+
+
+def _check_seed(what: str, seed: int) -> int:
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{what} must be an integer in [0, {MAX_SEED}], got {seed} instead")
+    return seed
+
+
+def _check_finite_tree(what: str, value: Any) -> None:
+    """Every float in a nested structure of dicts / lists must be finite (model options)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value!r} instead")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_finite_tree(f"{what}.{key}", item)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_finite_tree(f"{what}[{i}]", item)
 
 
 class DatasetConfig(_Strict):
@@ -59,8 +132,14 @@ class DatasetConfig(_Strict):
     download: bool | None = None
     label_column: str | None = None
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    split_seed: int = 0
+    split_seed: int = Field(0, ge=0, le=MAX_SEED)
     standardize: bool = True
+
+    @field_validator("name", "data_dir", "label_column")
+    @classmethod
+    def _not_empty(cls, v: str | None, info: Any) -> str | None:
+        what = "the dataset name" if info.field_name == "name" else info.field_name
+        return _check_text(what, v)
 
 
 class ModelConfig(_Strict):
@@ -69,29 +148,48 @@ class ModelConfig(_Strict):
     name: str = "mlp"
     options: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("name")
+    @classmethod
+    def _name_not_empty(cls, v: str) -> str:
+        return _check_text("the model name", v)  # type: ignore[return-value]
+
+    @field_validator("options")
+    @classmethod
+    def _finite_options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        _check_finite_tree("options", v)
+        return v
+
 
 class AugmentConfig(_Strict):
     """Random flips and shifts of training images (``darkknowledge.augment.ImageAugment``)."""
 
     hflip: bool = False
-    shift: int = Field(0, ge=0)
+    shift: int = Field(0, ge=0, le=1024)
     fill: float = Field(0.0, allow_inf_nan=False)
 
 
 class TrainConfig(_Strict):
     """Hyperparameters of ``darkknowledge.train.fit`` (minibatch SGD of the notes)."""
 
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(0.05, gt=0.0)
+    epochs: int = Field(30, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH_SIZE)
+    lr: float = Field(0.05, gt=0.0, le=MAX_LR)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     nesterov: bool = False
-    weight_decay: float = Field(0.0, ge=0.0)
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
     lr_schedule: Literal["constant", "cosine", "onecycle"] = "cosine"
-    warmup_epochs: int = Field(0, ge=0)
-    early_stopping_patience: int | None = Field(None, ge=1)
+    warmup_epochs: int = Field(0, ge=0, le=MAX_EPOCHS)
+    early_stopping_patience: int | None = Field(None, ge=1, le=MAX_EPOCHS)
     max_grad_norm: float | None = Field(None, gt=0.0)
     augment: AugmentConfig | None = None
+
+    @model_validator(mode="after")
+    def _warmup_within_epochs(self) -> TrainConfig:
+        if self.warmup_epochs and self.warmup_epochs >= self.epochs:
+            raise ValueError(
+                f"warmup_epochs must be < epochs={self.epochs}, got {self.warmup_epochs} instead"
+            )
+        return self
 
     def fit_kwargs(self) -> dict[str, Any]:
         """The keyword arguments for ``fit``."""
@@ -105,10 +203,15 @@ class TeacherConfig(_Strict):
     model: ModelConfig = Field(
         default_factory=lambda: ModelConfig(name="mlp", options={"hidden": [256, 256], "dropout": 0.2})
     )
-    members: int = Field(1, ge=1)
+    members: int = Field(1, ge=1, le=MAX_MEMBERS)
     bagging: bool = False
     combine: Literal["prob", "logprob"] = "prob"
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=40, weight_decay=1e-4))
+
+    @field_validator("run_dir")
+    @classmethod
+    def _run_dir_not_empty(cls, v: str | None) -> str | None:
+        return _check_text("teacher.run_dir", v)
 
 
 class StudentConfig(_Strict):
@@ -128,34 +231,57 @@ class StudentConfig(_Strict):
         return self
 
 
+def _distinct(what: str, values: list[Any]) -> list[Any]:
+    seen: set[Any] = set()
+    for v in values:
+        if v in seen:
+            raise ValueError(f"every {what} must be listed once, got {v!r} twice in {values} instead")
+        seen.add(v)
+    return values
+
+
 class SweepConfig(_Strict):
     """Grid of (temperature, alpha) tried on the validation split; empty lists switch the sweep off."""
 
     temperatures: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0])
     alphas: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.5])
     lrs: list[float] = Field(default_factory=list)
-    epochs: int | None = Field(None, ge=1)
+    epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS)
 
     @field_validator("temperatures")
     @classmethod
     def _positive_temperatures(cls, v: list[float]) -> list[float]:
         if any(not (t > 0) for t in v):
             raise ValueError(f"every temperature must be > 0, got {v}")
-        return v
+        return _distinct("temperature", v)
 
     @field_validator("alphas")
     @classmethod
     def _alphas_in_unit_interval(cls, v: list[float]) -> list[float]:
         if any(not (0.0 <= a <= 1.0) for a in v):
             raise ValueError(f"every alpha must be in [0, 1], got {v}")
-        return v
+        return _distinct("alpha", v)
 
     @field_validator("lrs")
     @classmethod
     def _positive_lrs(cls, v: list[float]) -> list[float]:
-        if any(not (lr > 0) for lr in v):
-            raise ValueError(f"every learning rate must be > 0, got {v}")
-        return v
+        if any(not (0 < lr <= MAX_LR) for lr in v):
+            raise ValueError(f"every learning rate must be in (0, {MAX_LR:g}], got {v}")
+        return _distinct("learning rate", v)
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> SweepConfig:
+        if bool(self.temperatures) != bool(self.alphas):
+            raise ValueError(
+                "temperatures and alphas must both be empty (no sweep) or both list values, got "
+                f"temperatures {self.temperatures} and alphas {self.alphas} instead"
+            )
+        if self.lrs and not self.temperatures:
+            raise ValueError(
+                f"lrs {self.lrs} has no effect without a sweep: expected temperatures and alphas to "
+                "list values, or lrs to be empty"
+            )
+        return self
 
 
 class DistillConfig(_Strict):
@@ -164,11 +290,11 @@ class DistillConfig(_Strict):
     temperature: float = Field(4.0, gt=0.0)
     alpha: float = Field(0.1, ge=0.0, le=1.0)
     divergence: Literal["kl", "reverse_kl", "js"] = "kl"
-    lr: float | None = Field(None, gt=0.0)
+    lr: float | None = Field(None, gt=0.0, le=MAX_LR)
     max_grad_norm: float | None = Field(5.0, gt=0.0, allow_inf_nan=False)
     transfer: Literal["train", "unlabelled"] = "train"
     transfer_fraction: float = Field(1.0, gt=0.0, le=1.0)
-    omit_class: int | None = Field(None, ge=0)
+    omit_class: int | None = Field(None, ge=0, lt=MAX_CLASSES)
     sweep: SweepConfig = Field(default_factory=SweepConfig)
 
 
@@ -176,7 +302,7 @@ class SoftTargetConfig(_Strict):
     """How teacher logits are cached on disk (raw logits: one cache serves every temperature)."""
 
     dtype: Literal["float32", "float16"] = "float32"
-    top_k: int | None = Field(None, ge=1)
+    top_k: int | None = Field(None, ge=1, le=MAX_CLASSES)
 
 
 class ExperimentConfig(_Strict):
@@ -192,11 +318,27 @@ class ExperimentConfig(_Strict):
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     amp: bool = False
 
-    @model_validator(mode="after")
-    def _non_empty_seeds(self) -> ExperimentConfig:
-        if not self.seeds:
+    @field_validator("out_dir")
+    @classmethod
+    def _out_dir_not_empty(cls, v: str) -> str:
+        return _check_text("out_dir", v)  # type: ignore[return-value]
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if not seeds:
             raise ValueError("seeds must list at least one seed")
-        return self
+        if len(seeds) > MAX_SEEDS:
+            raise ValueError(f"seeds must list at most {MAX_SEEDS} seeds, got {len(seeds)} instead")
+        for seed in seeds:
+            _check_seed("every seed", seed)
+        twice = sorted({s for s in seeds if seeds.count(s) > 1})
+        if twice:
+            raise ValueError(
+                f"seeds must be distinct, got {seeds} instead ({', '.join(map(str, twice))} more "
+                "than once): a repeated seed repeats a run and understates the spread over seeds"
+            )
+        return seeds
 
 
 class TrainRunConfig(_Strict):
@@ -205,10 +347,15 @@ class TrainRunConfig(_Strict):
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     out_dir: str = "runs/train"
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     amp: bool = False
+
+    @field_validator("out_dir")
+    @classmethod
+    def _out_dir_not_empty(cls, v: str) -> str:
+        return _check_text("out_dir", v)  # type: ignore[return-value]
 
 
 def _valid_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -236,7 +383,14 @@ def _format_error(model: type[BaseModel], err: dict[str, Any]) -> str:
         listing = f" Valid keys here: {', '.join(valid)}." if valid else ""
         return f"Unknown config key {dotted!r}{hint}.{listing}"
     got = err.get("input")
-    return f"Config key {dotted!r}: {err['msg']}; got {got!r}."
+    if not loc:
+        return f"Config: {err['msg']}."
+    if isinstance(got, dict):  # a check across keys: the message names them, the mapping is noise
+        return f"Config key {dotted!r}: {err['msg']}."
+    text = repr(got)
+    if len(text) > 200:
+        text = text[:200] + "..."
+    return f"Config key {dotted!r}: {err['msg']}; got {text}."
 
 
 def parse_config(raw: Any, model: type[_Strict] = ExperimentConfig) -> Any:
@@ -260,13 +414,191 @@ def parse_config(raw: Any, model: type[_Strict] = ExperimentConfig) -> Any:
         raise ConfigError(" ".join(messages)) from None
 
 
-def load_config(path: str | Path, model: type[_Strict] = ExperimentConfig) -> Any:
-    """Read a YAML file with ``yaml.safe_load`` and validate it (see ``parse_config``)."""
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` made strict: no anchors / aliases / merge keys, no key twice, bounded depth.
+
+    Aliases are refused where they are composed, so a document of nested aliases ("billion
+    laughs") costs nothing; a duplicated key is refused with both line numbers.
+    """
+
+    def __init__(self, stream: str, label: str) -> None:
+        super().__init__(stream)
+        self._label = label
+        self._depth = 0
+
+    def _fail(self, mark: Any, what: str) -> ConfigError:
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        return ConfigError(f"{self._label}{line}: {what}")
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise self._fail(
+                event.start_mark,
+                f"YAML aliases are not allowed in a config, got the alias *{event.anchor} instead; "
+                "write the values out (aliases can expand a small file to gigabytes).",
+            )
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            raise self._fail(
+                event.start_mark,
+                f"YAML anchors are not allowed in a config, got the anchor &{anchor} instead; "
+                "write the values out (aliases can expand a small file to gigabytes).",
+            )
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            self._depth += 1
+            try:
+                if self._depth > MAX_YAML_DEPTH:
+                    raise self._fail(
+                        event.start_mark,
+                        f"expected mappings and lists nested at most {MAX_YAML_DEPTH} deep, got "
+                        "deeper nesting instead.",
+                    )
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    raise self._fail(
+                        key_node.start_mark, "YAML merge keys (<<) are not allowed in a config; write the keys out."
+                    )
+                if not isinstance(key_node, yaml.ScalarNode):
+                    continue  # a list or mapping as a key: the constructor refuses it
+                key = self.construct_object(key_node)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                except TypeError:
+                    continue
+                if first is not None:
+                    raise self._fail(
+                        key_node.start_mark,
+                        f"the key {key!r} appears twice in one mapping (first on line {first}); "
+                        "expected each key once (YAML would silently keep the last).",
+                    )
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(path: str | Path, *, what: str = "Config file") -> Any:
+    """Read one YAML document strictly (see :class:`_ConfigLoader`): the package's only YAML reader.
+
+    Raises ``FileNotFoundError`` for a missing file, ``ConfigError`` (a ``ValueError``) for a
+    folder, a FIFO or device, a file over :data:`MAX_CONFIG_BYTES`, text that is not UTF-8,
+    invalid YAML, anchors / aliases, duplicated keys or too deep nesting; the message names the file.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Config file {str(path)!r} does not exist.")
+    label = f"{what} {str(path)!r}"
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        info = os.stat(path)  # stat, not open: opening a FIFO would block
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{label} does not exist.") from None
+    except OSError as exc:
+        raise ConfigError(f"{label} cannot be read ({exc.strerror or exc}).") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"{label} is a folder: expected a YAML file.")
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{label} is not a regular file (a FIFO, socket or device): expected a YAML file.")
+    if info.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{label} must be at most {MAX_CONFIG_BYTES} bytes, got {info.st_size} bytes instead."
+        )
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{label} cannot be read ({exc.strerror or exc}).") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{label} must be at most {MAX_CONFIG_BYTES} bytes, got more instead.")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{label} must be UTF-8 text, got a byte it cannot decode ({exc}).") from None
+    loader = None
+    try:
+        loader = _ConfigLoader(text, label)  # the reader checks the characters here already
+        return loader.get_single_data()
     except yaml.YAMLError as exc:
-        raise ConfigError(f"Config file {str(path)!r} is not valid YAML: {exc}") from None
-    return parse_config(raw, model)
+        raise ConfigError(f"{label} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{label} is nested too deeply to read.") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def load_config(path: str | Path, model: type[_Strict] = ExperimentConfig) -> Any:
+    """Read a YAML file strictly (:func:`load_yaml`) and validate it (see ``parse_config``).
+
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "c.yaml")
+    >>> _ = open(path, "w").write("a: &x [1]\\nb: *x\\n")
+    >>> load_config(path)
+    Traceback (most recent call last):
+    ...
+    darkknowledge.config.ConfigError: Config file '...c.yaml' line 1: YAML anchors are not allowed...
+    """
+    return parse_config(load_yaml(path), model)
+
+
+def _merge(base: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def with_overrides(cfg: _Strict, **updates: Any) -> Any:
+    """A copy of ``cfg`` with ``updates`` applied (nested dicts merged), **validated again**.
+
+    The command line's overrides go through here: ``cfg.model_copy(update=...)`` skips
+    validation, so ``--seeds 0 0`` would pass.
+
+    >>> with_overrides(ExperimentConfig(), seeds=[3, 4]).seeds
+    [3, 4]
+    >>> with_overrides(ExperimentConfig(), distill={"alpha": 0.5}).distill.temperature
+    4.0
+    >>> with_overrides(ExperimentConfig(), seeds=[0, 0])
+    Traceback (most recent call last):
+    ...
+    darkknowledge.config.ConfigError: Config key 'seeds'... seeds must be distinct, got [0, 0] instead...
+    """
+    if not isinstance(cfg, _Strict):
+        raise TypeError(f"cfg must be a config (ExperimentConfig, TrainRunConfig), got {type(cfg).__name__} instead.")
+    return parse_config(_merge(cfg.model_dump(), updates), type(cfg))
+
+
+def check_config_against_data(cfg: _Strict, *, num_classes: int) -> None:
+    """The checks that need the data: call right after loading it, before any model is trained.
+
+    ``distill.omit_class`` must be a class of the data and ``soft_targets.top_k`` at most its
+    number of classes; a ``ConfigError`` names the key.
+
+    >>> check_config_against_data(parse_config({"distill": {"omit_class": 12}}), num_classes=10)
+    Traceback (most recent call last):
+    ...
+    darkknowledge.config.ConfigError: Config key 'distill.omit_class' must be a class of the data, in [0, 9], got 12 instead.
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r} instead.")
+    if isinstance(cfg, ExperimentConfig):
+        omit = cfg.distill.omit_class
+        if omit is not None and omit >= num_classes:
+            raise ConfigError(
+                f"Config key 'distill.omit_class' must be a class of the data, in [0, {num_classes - 1}], "
+                f"got {omit} instead."
+            )
+        top_k = cfg.soft_targets.top_k
+        if top_k is not None and top_k > num_classes:
+            raise ConfigError(
+                f"Config key 'soft_targets.top_k' must be at most the number of classes ({num_classes}), "
+                f"got {top_k} instead."
+            )

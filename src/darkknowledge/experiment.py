@@ -31,6 +31,8 @@ from darkknowledge.distributed import barrier, is_main_process
 from darkknowledge.evaluate import evaluate_model
 from darkknowledge.memmap import open_npy_splits
 from darkknowledge.models import build_model, count_parameters
+from darkknowledge.rundir import LOCK, MARKER, RunFolderError, check_path, claim_run_dir, read_marker
+from darkknowledge.report.html import gap_closed
 from darkknowledge.soft_targets import analyse_soft_targets, cached_teacher_logits
 from darkknowledge.teachers import Ensemble, bootstrap_indices, teacher_logits
 from darkknowledge.train import fit
@@ -38,8 +40,8 @@ from darkknowledge.train import fit
 __all__ = ["run_experiment", "format_table", "load_splits", "OutputExistsError"]
 
 
-class OutputExistsError(ValueError):
-    """The output folder already holds a finished run; pass ``force=True`` (``--force``) to overwrite it."""
+class OutputExistsError(RunFolderError):
+    """The output folder already holds a finished (or incomplete) run; pass ``force=True`` (``--force``) to overwrite it."""
 
 
 def _describe(model_cfg: Any) -> str:
@@ -72,7 +74,8 @@ def _train_teacher(cfg: ExperimentConfig, data: Splits, out: Path, log: Callable
             member_data = Splits(data.X_train[idx], data.y_train[idx], data.X_val, data.y_val,
                                  data.X_test, data.y_test, data.class_names)
         log(f"teacher {m + 1}/{t.members}: {_describe(t.model)}, {count_parameters(model):,} parameters")
-        result = fit(model, member_data, seed=m, out_dir=out / "teacher" / f"member-{m}",
+        # the sub-folders belong to the claimed experiment folder: a rerun (--force) starts them over
+        result = fit(model, member_data, seed=m, out_dir=out / "teacher" / f"member-{m}", force=True,
                      device=cfg.device, amp=cfg.amp, **t.train.fit_kwargs())
         members.append(model.cpu())  # evaluated and cached on the CPU
         histories.append(result.history)
@@ -148,10 +151,26 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Run the whole pipeline and return the results dict (also written to ``<out_dir>/results.json``)."""
     cfg = config or ExperimentConfig()
-    out = Path(out_dir if out_dir is not None else cfg.out_dir)
+    out = check_path(out_dir if out_dir is not None else cfg.out_dir, name="out_dir")
     if (out / "results.json").exists() and not force:
         raise OutputExistsError(f"output folder {str(out)!r} already holds a run (results.json); pass --force to overwrite it or choose another --out.")
-    out.mkdir(parents=True, exist_ok=True)
+    marker = read_marker(out) if out.is_dir() else None
+    if not force and marker is not None and marker["kind"] == "experiment":
+        left = sorted(set(p.name for p in out.iterdir()) - {MARKER, LOCK})
+        if left:  # killed before results.json: its teachers and cache are there, and `run` cannot resume
+            raise OutputExistsError(
+                f"output folder {str(out)!r} holds an incomplete run (no results.json; it holds "
+                f"{', '.join(repr(n) for n in left[:4])}); pass --force to start it over or choose another --out."
+            )
+    # new, empty or a darkknowledge run folder (else force); no links inside; locked while the run lasts
+    handle = claim_run_dir(out, kind="experiment", force=force)
+    try:
+        return _run_experiment(cfg, out, log)
+    finally:
+        handle.release()
+
+
+def _run_experiment(cfg: ExperimentConfig, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
     t_start = time.perf_counter()
     timing: dict[str, float] = {}
 
@@ -209,7 +228,7 @@ def run_experiment(
     for seed in cfg.seeds:
         student = make_student(seed)
         t0 = time.perf_counter()
-        res = fit(student, data, seed=seed, out_dir=out / "student-alone" / f"seed-{seed}", **train_kwargs)
+        res = fit(student, data, seed=seed, out_dir=out / "student-alone" / f"seed-{seed}", force=True, **train_kwargs)
         student.cpu()
         timing["student_alone_seconds"] += time.perf_counter() - t0
         if is_main_process():
@@ -222,7 +241,7 @@ def run_experiment(
         kwargs = dict(train_kwargs, lr=distill_lr, max_grad_norm=dcfg.max_grad_norm)
         dres = distill(student, logits_train, data, temperature=temperature, alpha=alpha, divergence=dcfg.divergence,
                        transfer=dcfg.transfer, transfer_fraction=dcfg.transfer_fraction, omit_class=dcfg.omit_class,
-                       seed=seed, out_dir=out / "student-distilled" / f"seed-{seed}", **kwargs)
+                       seed=seed, out_dir=out / "student-distilled" / f"seed-{seed}", force=True, **kwargs)
         student.cpu()
         timing["student_distilled_seconds"] += time.perf_counter() - t0
         if is_main_process():
@@ -250,7 +269,7 @@ def run_experiment(
     err_t = teacher_row["test_errors"]
     err_a = models[-2]["test_errors"]
     err_d = models[-1]["test_errors"]
-    gap_closed = (err_a - err_d) / (err_a - err_t) if err_a != err_t else None
+    closed = gap_closed(err_t, err_a, err_d)  # None when the student alone already matches the teacher
 
     labels_test = data.y_test
     analysis = analyse_soft_targets(logits_test, labels_test, temperatures=(1, 4, 20), class_names=data.class_names)
@@ -264,7 +283,7 @@ def run_experiment(
                     "class_names": list(data.class_names), "input_shape": list(data.input_shape)},
         "models": models,
         "distillation": {"temperature": temperature, "alpha": alpha, "lr": distill_lr, "divergence": dcfg.divergence,
-                         "gap_closed": gap_closed},
+                         "gap_closed": closed},
         "sweep": sweep_rows,
         "sweep_best": sweep_best,
         "soft_targets": analysis,

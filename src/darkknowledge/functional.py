@@ -74,8 +74,11 @@ def _tempered(
     """``fn(logits / T, dim)`` for ``fn`` = softmax or log-softmax, with the checks of the module docstring.
 
     ``torch.softmax`` / ``torch.log_softmax`` subtract the row maximum themselves. Only if ``logits / T``
-    overflows (a tiny ``T``) is the maximum subtracted *before* dividing, which is exact as
-    softmax is shift invariant (so the detached maximum changes no gradient either).
+    overflows, or ``T`` itself underflows the dtype (a tiny ``T``: ``1e-46`` is 0 in float32), is
+    the maximum subtracted *before* dividing, and the division done in float64 by the Python float
+    ``T`` (never 0): exact as softmax is shift invariant (so the detached maximum changes no
+    gradient either), and as ``T -> 0`` it gives the limit, one-hot on the largest logit (shared
+    equally between tied maxima; log-softmax ``0`` there and ``-inf`` elsewhere).
     """
     T = check_positive_finite("temperature", temperature)
     t, kind = _as_tensor("logits", logits)
@@ -83,7 +86,9 @@ def _tempered(
     out = fn(t / T if T != 1.0 else t, dim=d)  # (..., C, ...)
     if torch.isnan(out.sum()):  # one reduction; NaN iff a row had NaN, +inf, all -inf or overflowed
         _diagnose(t, d)
-        out = fn((t - t.detach().amax(dim=d, keepdim=True)) / T, dim=d)
+        shifted = t - t.detach().amax(dim=d, keepdim=True)  # (..., C, ...) <= 0, exact
+        wide = torch.float32 if shifted.device.type == "mps" else torch.float64  # no float64 on MPS
+        out = fn(shifted.to(wide) / T, dim=d).to(t.dtype)
     return out, kind
 
 

@@ -18,7 +18,8 @@ Conventions, honoured everywhere:
 * ``0 · log 0 = 0`` (an outcome of probability 0 contributes nothing);
 * where ``p > 0`` but ``q = 0``, cross-entropy and KL divergence are ``+inf``;
 * ``normalize=True`` (the default) divides non-negative rows by their sum along ``axis``, as
-  ``scipy.stats.entropy`` does; ``normalize=False`` requires each row to sum to 1 within a tolerance
+  ``scipy.stats.entropy`` does (after dividing by the row maximum, so rows of huge or subnormal
+  entries such as ``[1e308, 1e308]`` are normalised exactly); ``normalize=False`` requires each row to sum to 1 within a tolerance
   (``1e-6`` in float64, ``1e-4`` in float32, ``1e-2`` in half precision) and raises otherwise;
 * negative entries, NaN, ±inf, empty input and mismatched shapes raise ``ValueError`` naming the
   argument.
@@ -175,14 +176,20 @@ def _check_entries(name: str, t: torch.Tensor) -> None:
 def _distribution(name: str, t: torch.Tensor, axis: int, normalize: bool, half: bool) -> torch.Tensor:
     """Check ``t`` and return it as probabilities along ``axis`` (normalised or verified)."""
     _check_entries(name, t)
-    total = t.sum(dim=axis, keepdim=True)  # (..., 1, ...) row sums
     if normalize:
-        if (total.detach() == 0).any():
+        # Divide by the row maximum first, so that the sum neither overflows (1e308 + 1e308 = inf
+        # would make every p_i 0) nor loses subnormal entries: the scaled row lies in [0, 1] with
+        # a 1 in it, its sum in [1, C]. The maximum is detached: t / m / sum(t / m) = t / sum(t)
+        # for any constant m, so values and gradients are those of t / sum(t).
+        peak = t.detach().amax(dim=axis, keepdim=True)  # (..., 1, ...) row maxima
+        if (peak == 0).any():
             raise ValueError(
                 f"{name} must have a positive sum along axis {axis} to be normalised, "
                 "got a row of zeros instead."
             )
-        return t / total
+        scaled = t / peak  # (..., C, ...) in [0, 1]
+        return scaled / scaled.sum(dim=axis, keepdim=True)
+    total = t.sum(dim=axis, keepdim=True)  # (..., 1, ...) row sums
     tol = _HALF_SUM_TOL if half else _SUM_TOL.get(t.dtype, 1e-4)
     worst = (total.detach() - 1).abs().max().item()
     if worst > tol:

@@ -27,11 +27,26 @@ and :math:`\partial L / \partial s = \alpha(\mathrm{softmax}(s) - \mathrm{onehot
 (1-\alpha)\,T\,g` per row (divided by N for ``reduction="mean"``). The teacher never gets a
 gradient.
 
-Two backends compute the same thing: ``"compiled"``, a C kernel built once with the system
-compiler (see :mod:`darkknowledge._fused_kd`), for CPU tensors computed in float32; and
+Two backends compute the same thing: ``"compiled"``, a C kernel built with the package when it
+is installed (see :mod:`darkknowledge._fused_kd`), for CPU tensors computed in float32; and
 ``"eager"``, torch operations over chunks of rows, for any dtype and device. ``"auto"`` (the
 default, or ``$DARKKNOWLEDGE_LOSS_BACKEND``) uses the compiled kernel where it applies and
-falls back to eager, with one warning, if it cannot be built.
+falls back to eager, with one :class:`~darkknowledge._fused_kd.KernelUnavailableWarning`, if it
+was not built (no C compiler at install time).
+
+Temperatures: :math:`T` must lie in ``TEMPERATURE_RANGE`` = [1e-6, 1e30] (a ValueError
+otherwise); the loss and its gradient are exact across it (float32: a few 1e-7 relative). At
+high :math:`T` (both rows' logit ranges at most :math:`T`) both backends switch to a float64
+formulation without cancellation, so the loss tends to Hinton's logit-matching limit
+(section 2.1): with centred logits :math:`\bar s = s - \mathrm{mean}(s)`,
+:math:`\bar t = t - \mathrm{mean}(t)`,
+
+.. math::
+
+    T^2\,\mathrm{KL} \to \frac{1}{2C}\sum_j (\bar s_j - \bar t_j)^2, \qquad
+    T\,\frac{\partial\,\mathrm{KL}}{\partial u} = T(q - p) \to \frac{1}{C}(\bar s - \bar t),
+
+the same for reverse KL, and a quarter of it for JS (:math:`\frac{1}{8C}\sum_j (\bar s_j - \bar t_j)^2`).
 
 For a training loop, :class:`TrainingDistillationLoss` computes the same loss with its settings
 checked once and no per-call checks; its :meth:`~TrainingDistillationLoss.value_and_grad` returns
@@ -54,12 +69,14 @@ from torch import nn
 from darkknowledge import _fused_kd
 from darkknowledge._checks import check_in_range, check_one_of, check_positive_finite, check_positive_int
 
-__all__ = ["BACKENDS", "DIVERGENCES", "REDUCTIONS", "DistillationLoss", "LossAndGradient",
-           "TrainingDistillationLoss", "distillation_loss"]
+__all__ = ["BACKENDS", "DIVERGENCES", "REDUCTIONS", "TEMPERATURE_RANGE", "DistillationLoss",
+           "LossAndGradient", "TrainingDistillationLoss", "check_temperature", "distillation_loss"]
 
 DIVERGENCES = _fused_kd.DIVERGENCES
 REDUCTIONS = ("mean", "sum", "none")
 BACKENDS = ("auto", "eager", "compiled")
+#: The temperatures the loss is computed for (exact across it; refused outside it).
+TEMPERATURE_RANGE = (1e-6, 1e30)
 
 # Eager path: rows per chunk so that one (chunk, C) temporary holds about this many elements.
 _CHUNK_ELEMENTS = 1 << 18
@@ -104,12 +121,27 @@ def _validate(student, teacher, target):
         if y.dtype != torch.int64 or y.device != s.device:
             y = y.to(device=s.device, dtype=torch.int64)
         y = y.reshape(-1).contiguous()  # (N,)
-        lo, hi = torch.aminmax(y)
+        lo, hi = torch.aminmax(y)  # one pass; the offending values only on failure
         c = s.shape[-1]
         if lo.item() < 0 or hi.item() >= c:
-            raise ValueError(f"target must hold class ids in [0, {c - 1}], got values in "
-                             f"[{lo.item()}, {hi.item()}] instead.")
+            raise _fused_kd.label_error(y, c)
     return s, t, y
+
+
+def check_temperature(temperature) -> float:
+    """Return ``float(temperature)`` if it is a number in ``TEMPERATURE_RANGE``, else raise.
+
+    Below 1e-6, ``T**2 * D`` underflows float32 and ``1 / T`` overflows it; above 1e30 nothing is
+    gained (the loss has long reached its logit-matching limit).
+
+    >>> check_temperature(4)
+    4.0
+    """
+    t = check_positive_finite("temperature", temperature)
+    lo, hi = TEMPERATURE_RANGE
+    if not lo <= t <= hi:
+        raise ValueError(f"temperature must be in [{lo:g}, {hi:g}], got {temperature!r} instead.")
+    return t
 
 
 def _resolve_backend(backend) -> str:
@@ -120,20 +152,20 @@ def _resolve_backend(backend) -> str:
 
 
 def _use_kernel(backend: str, s: torch.Tensor, compute_dtype: torch.dtype) -> bool:
-    """Whether the compiled kernel runs these inputs (building it on first use)."""
+    """Whether the compiled kernel runs these inputs (loading it on first use; said once if absent)."""
     global _warned_fallback
     if backend == "eager" or s.device.type != "cpu" or compute_dtype != torch.float32:
         return False
     if _fused_kd.load_kernel() is not None:
         return True
     if backend == "compiled":
-        raise RuntimeError(f"backend='compiled' was asked for, but the fused kernel could not be "
-                           f"built: {_fused_kd.kernel_error()}")
+        raise RuntimeError(f"backend='compiled' was asked for, but the fused kernel is not "
+                           f"available: {_fused_kd.kernel_error()}")
     if not _warned_fallback:
         _warned_fallback = True
         warnings.warn(f"darkknowledge: the compiled fused distillation kernel is not available "
                       f"({_fused_kd.kernel_error()}); using the slower eager backend.",
-                      RuntimeWarning, stacklevel=4)
+                      _fused_kd.KernelUnavailableWarning, stacklevel=4)
     return False
 
 
@@ -208,8 +240,8 @@ def distillation_loss(student_logits, teacher_logits, target=None, *, temperatur
         teacher_logits: (..., C) teacher logits, same shape. Never receives a gradient.
         target: (...) integer class ids in [0, C-1], or None for soft targets only: then the
             loss is :math:`T^2 D` with weight 1 and ``alpha`` is ignored.
-        temperature: T > 0, finite. Both softmaxes of the soft term use it; the hard
-            cross-entropy uses T = 1.
+        temperature: T in ``TEMPERATURE_RANGE`` = [1e-6, 1e30]. Both softmaxes of the soft
+            term use it; the hard cross-entropy uses T = 1.
         alpha: weight of the hard-label term, in [0, 1].
         divergence: ``"kl"`` for KL(teacher || student) (Hinton), ``"reverse_kl"`` for
             KL(student || teacher), ``"js"`` for Jensen-Shannon; see the module docstring for
@@ -245,7 +277,7 @@ def distillation_loss(student_logits, teacher_logits, target=None, *, temperatur
         >>> [round(v, 4) for v in s.grad[0].tolist()]
         [-0.2071, 0.1125, 0.0945]
     """
-    temperature = check_positive_finite("temperature", temperature)
+    temperature = check_temperature(temperature)
     alpha = check_in_range("alpha", alpha, 0.0, 1.0)
     check_one_of("divergence", divergence, DIVERGENCES)
     check_one_of("reduction", reduction, REDUCTIONS)
@@ -280,7 +312,7 @@ class DistillationLoss(nn.Module):
     def __init__(self, *, temperature: float = 4.0, alpha: float = 0.1, divergence: str = "kl",
                  reduction: str = "mean", backend: str | None = None) -> None:
         super().__init__()
-        self.temperature = check_positive_finite("temperature", temperature)
+        self.temperature = check_temperature(temperature)
         self.alpha = check_in_range("alpha", alpha, 0.0, 1.0)
         self.divergence = check_one_of("divergence", divergence, DIVERGENCES)
         self.reduction = check_one_of("reduction", reduction, REDUCTIONS)
@@ -316,8 +348,9 @@ class TrainingDistillationLoss:
     r""":func:`distillation_loss` (mean over rows) for the inner step of a training loop.
 
     The hyperparameters are checked once, here; each call only checks what costs nothing
-    (shapes, dtype, device) and trusts the caller for the rest: ``target`` must hold class
-    ids in ``[0, C)`` (``distill`` checks the labels once before training). On a small student
+    (shapes, dtype, device). Class ids outside ``[0, C)`` in ``target`` are refused with a
+    ValueError on every path: the compiled kernel checks them before reading through them (one
+    compare per row), the general path with one ``aminmax``. On a small student
     the per-call checks and the Python ``autograd.Function`` of :func:`distillation_loss` cost
     as much as the loss itself, so this path gets the loss and its analytic gradient
     :math:`G = \partial L / \partial s` from the compiled kernel and either returns both
@@ -351,7 +384,7 @@ class TrainingDistillationLoss:
 
     def __init__(self, *, temperature: float = 4.0, alpha: float = 0.1, divergence: str = "kl",
                  backend: str | None = None) -> None:
-        self.temperature = check_positive_finite("temperature", temperature)
+        self.temperature = check_temperature(temperature)
         self.alpha = check_in_range("alpha", alpha, 0.0, 1.0)
         self.divergence = check_one_of("divergence", divergence, DIVERGENCES)
         self.backend = _resolve_backend(backend)
@@ -377,7 +410,7 @@ class TrainingDistillationLoss:
         rows, grad, nan_rows = _fused_kd.rows_compiled(
             sd if sd.is_contiguous() else sd.contiguous(),
             (t if t.dtype == torch.float32 else t.float()).contiguous(),
-            None if w_hard == 0.0 else y.contiguous(),
+            None if y is None else y.contiguous(),  # checked by the kernel even when alpha = 0
             temperature=self.temperature, w_hard=w_hard, w_soft=w_soft, divergence=self.divergence,
             gscale=1.0 / n)
         if nan_rows:

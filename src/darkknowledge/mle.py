@@ -237,7 +237,11 @@ def plot_logistic_fit(
         raise ValueError(f"fit must have one feature to plot, got {fit.coefficients.shape[0]} instead.")
     xv = _design(x, "x", 1)[:, 0]
     yv = np.asarray(y, dtype=np.float64)
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise ValueError(f"path must name a PNG file to write, got {path!r} instead.")
     path = Path(path)
+    if path.is_dir() or path.name in ("", ".", ".."):
+        raise ValueError(f"path must name a PNG file to write, got the folder {str(path)!r} instead.")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"path's folder {str(path.parent)!r} does not exist.")
     lo, hi = float(xv.min()), float(xv.max())

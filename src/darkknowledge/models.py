@@ -35,6 +35,7 @@ Srivastava et al., *Dropout* (JMLR 2014).
 from __future__ import annotations
 
 import math
+import os
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -215,12 +216,42 @@ def build_model(
         raise ValueError(f"unknown option(s) {unknown} for model {name!r}; valid options: {valid}.")
     resolved = {**_DEFAULTS[name], **given}
 
+    with torch.device("meta"):  # first without memory: checks the options and counts the parameters
+        _check_fits_in_memory(name, _BUILDERS[name](input_shape, num_classes, dict(resolved)))
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
         model = _BUILDERS[name](input_shape, num_classes, resolved)
     model.spec = ModelSpec(name, input_shape, num_classes, _jsonable(_normalise(resolved)))
     return model
+
+
+def available_memory_bytes() -> int | None:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``), else physical memory, else None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_fits_in_memory(name: str, probe: nn.Module) -> None:
+    """Refuse a model whose float32 weights alone (``probe`` built on the meta device) exceed the memory available."""
+    numel = sum(t.numel() for t in probe.parameters()) + sum(t.numel() for t in probe.buffers())
+    need = 4 * numel  # bytes of float32 weights and buffers
+    available = available_memory_bytes()
+    if available is not None and need > available:
+        raise ValueError(
+            f"model {name!r} would have {numel:,} parameters ({need / 2**30:,.1f} GiB of float32 weights), "
+            f"more than the {available / 2**30:,.1f} GiB of memory available; choose smaller layers "
+            "(training needs about 4x the weights: weights, gradients, momentum and the best weights)."
+        )
 
 
 def _check_shape(input_shape: Any) -> tuple[int, ...]:

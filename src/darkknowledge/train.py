@@ -57,8 +57,10 @@ initialization and momentum in deep learning* (2013).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -77,6 +79,7 @@ from darkknowledge._checks import check_in_range, check_one_of, check_positive_f
 from darkknowledge.checkpoint import (
     MODEL_JSON,
     MODEL_WEIGHTS,
+    CheckpointError,
     atomic_write_json,
     atomic_write_text,
     load_training_state,
@@ -97,12 +100,16 @@ from darkknowledge.distributed import (
     rank_share,
     resolve_device,
 )
+from darkknowledge.rundir import check_path, claim_run_dir
 from darkknowledge.schedules import LR_SCHEDULES, build_scheduler
 
 __all__ = [
     "LOSS_NAMES",
     "FitResult",
+    "ResumeMismatchError",
     "TrainingDivergedError",
+    "content_fingerprint",
+    "data_fingerprint",
     "evaluate_loss_accuracy",
     "fit",
     "make_optimizer",
@@ -115,12 +122,26 @@ LOSS_NAMES: tuple[str, ...] = ("cross_entropy", "mse", "bce")
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], "torch.Tensor | LossAndGradient"]
 
 _CHECKPOINT = Path("checkpoint") / "last.safetensors"
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 # fit arguments that may change between an interrupted run and its resumption
-_RESUME_FREE = {"resume", "progress", "log_every", "out_dir", "device", "world_size"}
+_RESUME_FREE = {"resume", "force", "progress", "log_every", "out_dir", "device", "world_size"}
+# what a differing field of the run's definition means, for the refusal of a resume
+_RESUME_HINTS = {
+    "data.sha256": "the training or validation data differ: another data set, split, split_seed or preprocessing",
+    "run.teacher_sha256": "another teacher: its logits on the transfer set differ",
+}
+
+
+#: The largest learning rate ``fit`` accepts; anything above only diverges (and past ~3e38 overflows float32).
+MAX_LR = 1e6
 
 
 class TrainingDivergedError(ValueError):
     """The training loss became NaN or infinite; the message names the epoch, step and learning rate."""
+
+
+class ResumeMismatchError(CheckpointError):
+    """``resume`` was asked with settings or data other than the interrupted run's; the message names the field."""
 
 
 @dataclass
@@ -406,6 +427,8 @@ def fit(
     seed: int = 0,
     out_dir: str | Path | None = None,
     resume: bool = False,
+    force: bool = False,
+    resume_key: Mapping[str, Any] | None = None,
     progress: bool | None = None,
     log_every: int = 10,
     device: str | torch.device = "cpu",
@@ -443,9 +466,18 @@ def fit(
             ``torch.Generator``; the model's initialisation is seeded where it is built
             (``build_model(..., seed=...)``). Same seed, same run, bit for bit on the CPU.
         out_dir: run folder for ``config.json``, ``log.jsonl``, the resume checkpoint and the final model.
+            It must be new, empty or a darkknowledge training run folder (``""`` is an error); it is
+            locked while the run lasts (see :mod:`darkknowledge.rundir`).
         resume: continue from ``out_dir``'s last complete checkpoint (a fresh start if there is
             none); the other arguments must equal the interrupted run's (``device``,
-            ``progress``, ``log_every`` excepted). The result equals an uninterrupted run's.
+            ``progress``, ``log_every`` excepted), and so must the data (a SHA-256 of the
+            training and validation splits) and ``resume_key``. The result equals an
+            uninterrupted run's.
+        force: start over in an ``out_dir`` that holds a checkpoint (interrupted or finished), or
+            write into a folder that is not a darkknowledge run folder. Without it such a folder
+            is refused; ``force`` with ``resume`` is an error.
+        resume_key: JSON values that also define the run (``distill`` passes the teacher's
+            fingerprint and its loss settings); recorded in the checkpoint and compared on resume.
         progress: a tqdm bar per epoch; ``None``: only when stderr is a terminal.
         log_every: steps between updates of the bar's running loss.
         device: where the model and data live during training: ``"cpu"``, ``"cuda"`` (``cuda:<LOCAL_RANK>``
@@ -465,7 +497,10 @@ def fit(
 
     Raises:
         TrainingDivergedError: the training loss became NaN or infinite (names epoch, step, lr).
-        ValueError / TypeError: invalid arguments or data, or a resume whose configuration differs.
+        RunFolderError: ``out_dir`` cannot be used (not empty, holds a checkpoint, a link inside, in use).
+        CheckpointError: the checkpoint to resume is corrupt or malformed (``ResumeMismatchError``:
+            it belongs to another configuration, data or teacher; the field is named).
+        ValueError / TypeError: invalid arguments or data.
 
     Example:
         >>> from darkknowledge.data._types import Splits
@@ -485,6 +520,8 @@ def fit(
     check_positive_int("epochs", epochs)
     check_positive_int("batch_size", batch_size)
     check_positive_finite("lr", lr)
+    if lr > MAX_LR:  # torch casts lr to the weights' dtype: 1e300 is inf in float32, far earlier nonsense
+        raise ValueError(f"lr must be at most {MAX_LR:g} (a step that large only diverges), got {lr!r} instead.")
     momentum = check_in_range("momentum", momentum, 0.0, 1.0)
     if momentum == 1.0:
         raise ValueError(f"momentum must be in [0, 1), got {momentum!r} instead.")
@@ -517,6 +554,12 @@ def fit(
         raise TypeError(f"on_epoch_end must be callable or None, got {type(on_epoch_end).__name__} instead.")
     if not isinstance(amp, bool):
         raise TypeError(f"amp must be a bool, got {type(amp).__name__} instead.")
+    if resume and force:
+        raise ValueError("resume=True and force=True contradict each other: resume continues the run in out_dir, "
+                         "force starts it over; pass one of them.")
+    if resume_key is not None and not isinstance(resume_key, Mapping):
+        raise TypeError(f"resume_key must be a mapping or None, got {type(resume_key).__name__} instead.")
+    run = check_path(out_dir) if out_dir is not None else None
     if progress is None:
         progress = sys.stderr.isatty()
     device = resolve_device(device)
@@ -546,7 +589,9 @@ def fit(
             "n_train": len(data.X_train),
             "n_val": len(data.X_val) if has_val else 0,
             "input_shape": list(data.X_train.shape[1:]),
+            "sha256": data_fingerprint(data) if run is not None else None,
         },
+        "run": None if resume_key is None else json.loads(json.dumps(dict(resume_key), allow_nan=False)),
         "device": str(device),
         "amp": amp,
         "world_size": world,
@@ -586,193 +631,191 @@ def fit(
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
 
-    result = FitResult(out_dir=None if out_dir is None else str(out_dir))
-    best_weights: dict[str, torch.Tensor] | None = None
-    start_epoch = 1
+    # --- the run folder: checked, marked and locked (rank 0) before anything is written
+    handle = claim_run_dir(run, kind="fit", force=force, resume=resume) if run is not None else None
+    try:
+        result = FitResult(out_dir=None if out_dir is None else str(out_dir))
+        best_weights: dict[str, torch.Tensor] | None = None
+        start_epoch = 1
 
-    # --- run folder: fresh start or resume from the last complete checkpoint
-    run = Path(out_dir) if out_dir is not None else None
-    if run is not None:
-        ckpt = run / _CHECKPOINT
-        if resume and ckpt.is_file():
-            tensors, state = load_training_state(ckpt)
-            _check_resume_config(state["config"], config, ckpt)
-            model.load_state_dict(_prefixed(tensors, "model."), strict=True)
-            optimizer.load_state_dict(unpack_tensors(state["optimizer"], tensors))
-            scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(tensors["rng.torch"])
-            generator.set_state(tensors["rng.generator"])
-            if device.type == "cuda" and "rng.cuda" in tensors:
-                torch.cuda.set_rng_state(tensors["rng.cuda"], device)
-            best = _prefixed(tensors, "best.")
-            best_weights = {k: v.to(device) for k, v in best.items()} if best else None
-            for key in ("history", "best_epoch", "best_val_loss", "best_val_accuracy", "stopped_early"):
-                setattr(result, key, state[key])
-            start_epoch = len(result.history) + 1
-        elif main:
-            # a fresh start in a used folder: drop the old run's resume point and final model
-            for stale in (ckpt, run / MODEL_WEIGHTS, run / MODEL_JSON):
-                stale.unlink(missing_ok=True)
-        if main:
-            atomic_write_json(run / "config.json", config)
-            # the log is rewritten from the checkpoint's history, so it never holds an epoch twice
-            atomic_write_text(run / "log.jsonl", "".join(json.dumps(h, allow_nan=False) + "\n" for h in result.history))
-        barrier()  # every rank has read the checkpoint before rank 0 writes the next one
-
-    # --- data-parallel: DDP averages the gradients (and broadcasts rank 0's weights now)
-    forward: nn.Module = model
-    if is_distributed():
-        forward = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-
-    # --- the loop
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    last_lr = optimizer.param_groups[0]["lr"]
-    for epoch in range(start_epoch, epochs + 1):
-        if result.stopped_early:
-            break
-        t0 = time.perf_counter()
-        model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        count_correct = True
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False)
-        for step, global_idx in enumerate(minibatches(n, batch_size=batch_size, generator=generator), start=1):
-            # same permutation on every rank; this rank's strided share of the global batch
-            idx = rank_share(global_idx, rank=rank, world_size=world).to(device)  # (b,) rows of X, b ~ B / world
-            xb, yb = _gather_rows(X, idx, device), y[idx]  # (b, *input_shape), (b,)
-            if augmenter is not None:  # drawn for the global batch, so every rank's generator stays in step
-                draws = augmenter.draw(len(global_idx), generator)
-                if world > 1:
-                    draws = draws.select(rank_share(torch.arange(len(global_idx)), rank=rank, world_size=world))
-                xb = augmenter.apply(xb, draws)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                out = forward(xb)  # (b, C) logits
-            out = out.float() if amp else out
-            b = len(idx)
-            out_grad = None  # set when the loss gives its gradient with respect to out
-            if b:
-                batch_loss = loss_fn(out, yb, idx)  # mean over this rank's b rows
-                if isinstance(batch_loss, LossAndGradient):
-                    batch_loss, out_grad = batch_loss
-            else:  # fewer rows than ranks in the last batch: join the gradient all-reduce with zeros
-                batch_loss = out.sum() * 0.0
-            last_lr = optimizer.param_groups[0]["lr"]
-            c = None
-            if count_correct and b:
-                with torch.no_grad():
-                    c = _num_correct(out.detach(), yb, val_loss_name)
-            local_loss = float(batch_loss.detach()) * b if b else 0.0
-            finite = math.isfinite(local_loss) and bool(torch.isfinite(batch_loss.detach()).all())
-            uncountable = count_correct and b > 0 and c is None  # e.g. mse: no accuracy
-            if world > 1:  # one collective for the step's metrics, so every rank stops together
-                stats = all_reduce_sum(
-                    [local_loss if finite else 0.0, b, c or 0, 0.0 if finite else 1.0, float(uncountable)]
-                )  # (5,) sums over ranks
-                step_loss, step_seen, step_correct = float(stats[0]), int(stats[1]), int(stats[2])
-                any_bad, uncountable = bool(stats[3] > 0), bool(stats[4] > 0)
-                bad_value = float(batch_loss.detach().reshape(-1)[0]) if not finite else float("nan")
-            else:
-                step_loss, step_seen, step_correct, any_bad = local_loss, b, c or 0, not finite
-                bad_value = float(batch_loss.detach().reshape(-1)[0])
-            if any_bad:
-                bar.close()
-                raise TrainingDivergedError(
-                    f"the training loss became {bad_value} at epoch {epoch}, "
-                    f"step {step} (lr={last_lr:.4g}); lower the learning rate or the temperature "
-                    "(or set max_grad_norm)."
+        # --- run folder: fresh start or resume from the last complete checkpoint
+        if run is not None:
+            ckpt = run / _CHECKPOINT
+            if resume and os.path.lexists(ckpt):
+                tensors, state = load_training_state(ckpt)  # SHA-256 verified
+                best_weights = _restore_training_state(
+                    ckpt, tensors, state, config=config, model=model, optimizer=optimizer, scheduler=scheduler,
+                    generator=generator, device=device, steps_per_epoch=steps_per_epoch, result=result,
                 )
-            optimizer.zero_grad(set_to_none=True)
-            # DDP averages gradients over ranks; weighting by b * world / B makes that the
-            # gradient of the global minibatch mean: (1/W) sum_r (b_r W / B) mean_r = (1/B) sum_i l_i
-            weight = b * world / len(global_idx) if world > 1 else 1.0
-            if out_grad is not None:
-                out.backward(out_grad * weight if weight != 1.0 else out_grad)
-            else:
-                (batch_loss * weight if weight != 1.0 else batch_loss).backward()
-            if max_grad_norm is not None:
-                clip_grad_norm(trainable, max_grad_norm)
-            optimizer.step()
-            scheduler.step()
+                start_epoch = len(result.history) + 1
+            elif main:
+                # a fresh start (force=True, checked by the claim): drop the old run's resume point and final model
+                for stale in (ckpt, run / MODEL_WEIGHTS, run / MODEL_JSON, run / "summary.json"):
+                    stale.unlink(missing_ok=True)  # the claim refused links here, so never a file elsewhere
+            if main:
+                atomic_write_json(run / "config.json", config)
+                # the log is rewritten from the checkpoint's history, so it never holds an epoch twice
+                atomic_write_text(run / "log.jsonl", "".join(json.dumps(h, allow_nan=False) + "\n" for h in result.history))
+            barrier()  # every rank has read the checkpoint before rank 0 writes the next one
 
-            loss_sum += step_loss
-            seen += step_seen
-            if uncountable:
-                count_correct = False
-            correct += step_correct
-            bar.update(1)
-            if step % log_every == 0:
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{last_lr:.3g}")
-        bar.close()
-
-        metrics: dict[str, Any] = {
-            "epoch": epoch,
-            "loss": loss_sum / seen,
-            "accuracy": correct / seen if count_correct else None,
-            "val_loss": None,
-            "val_accuracy": None,
-            "lr": last_lr,
-        }
-        if has_val:
-            metrics["val_loss"], metrics["val_accuracy"] = evaluate_loss_accuracy(
-                model, X_val, y_val, loss=val_loss_name
+        # --- data-parallel: DDP averages the gradients (and broadcasts rank 0's weights now)
+        forward: nn.Module = model
+        if is_distributed():
+            forward = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
             )
-            if not math.isfinite(metrics["val_loss"]):
-                raise TrainingDivergedError(
-                    f"the validation loss became {metrics['val_loss']} after epoch {epoch} (lr={last_lr:.4g}); "
-                    "lower the learning rate or the temperature (or set max_grad_norm)."
+
+        # --- the loop
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        last_lr = optimizer.param_groups[0]["lr"]
+        for epoch in range(start_epoch, epochs + 1):
+            if result.stopped_early:
+                break
+            t0 = time.perf_counter()
+            model.train()
+            loss_sum, correct, seen = 0.0, 0, 0
+            count_correct = True
+            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False)
+            for step, global_idx in enumerate(minibatches(n, batch_size=batch_size, generator=generator), start=1):
+                # same permutation on every rank; this rank's strided share of the global batch
+                idx = rank_share(global_idx, rank=rank, world_size=world).to(device)  # (b,) rows of X, b ~ B / world
+                xb, yb = _gather_rows(X, idx, device), y[idx]  # (b, *input_shape), (b,)
+                if augmenter is not None:  # drawn for the global batch, so every rank's generator stays in step
+                    draws = augmenter.draw(len(global_idx), generator)
+                    if world > 1:
+                        draws = draws.select(rank_share(torch.arange(len(global_idx)), rank=rank, world_size=world))
+                    xb = augmenter.apply(xb, draws)
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+                    out = forward(xb)  # (b, C) logits
+                out = out.float() if amp else out
+                b = len(idx)
+                out_grad = None  # set when the loss gives its gradient with respect to out
+                if b:
+                    batch_loss = loss_fn(out, yb, idx)  # mean over this rank's b rows
+                    if isinstance(batch_loss, LossAndGradient):
+                        batch_loss, out_grad = batch_loss
+                else:  # fewer rows than ranks in the last batch: join the gradient all-reduce with zeros
+                    batch_loss = out.sum() * 0.0
+                last_lr = optimizer.param_groups[0]["lr"]
+                c = None
+                if count_correct and b:
+                    with torch.no_grad():
+                        c = _num_correct(out.detach(), yb, val_loss_name)
+                local_loss = float(batch_loss.detach()) * b if b else 0.0
+                finite = math.isfinite(local_loss) and bool(torch.isfinite(batch_loss.detach()).all())
+                uncountable = count_correct and b > 0 and c is None  # e.g. mse: no accuracy
+                if world > 1:  # one collective for the step's metrics, so every rank stops together
+                    stats = all_reduce_sum(
+                        [local_loss if finite else 0.0, b, c or 0, 0.0 if finite else 1.0, float(uncountable)]
+                    )  # (5,) sums over ranks
+                    step_loss, step_seen, step_correct = float(stats[0]), int(stats[1]), int(stats[2])
+                    any_bad, uncountable = bool(stats[3] > 0), bool(stats[4] > 0)
+                    bad_value = float(batch_loss.detach().reshape(-1)[0]) if not finite else float("nan")
+                else:
+                    step_loss, step_seen, step_correct, any_bad = local_loss, b, c or 0, not finite
+                    bad_value = float(batch_loss.detach().reshape(-1)[0])
+                if any_bad:
+                    bar.close()
+                    raise TrainingDivergedError(
+                        f"the training loss became {bad_value} at epoch {epoch}, "
+                        f"step {step} (lr={last_lr:.4g}); lower the learning rate or the temperature "
+                        "(or set max_grad_norm)."
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                # DDP averages gradients over ranks; weighting by b * world / B makes that the
+                # gradient of the global minibatch mean: (1/W) sum_r (b_r W / B) mean_r = (1/B) sum_i l_i
+                weight = b * world / len(global_idx) if world > 1 else 1.0
+                if out_grad is not None:
+                    out.backward(out_grad * weight if weight != 1.0 else out_grad)
+                else:
+                    (batch_loss * weight if weight != 1.0 else batch_loss).backward()
+                if max_grad_norm is not None:
+                    clip_grad_norm(trainable, max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+
+                loss_sum += step_loss
+                seen += step_seen
+                if uncountable:
+                    count_correct = False
+                correct += step_correct
+                bar.update(1)
+                if step % log_every == 0:
+                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{last_lr:.3g}")
+            bar.close()
+
+            metrics: dict[str, Any] = {
+                "epoch": epoch,
+                "loss": loss_sum / seen,
+                "accuracy": correct / seen if count_correct else None,
+                "val_loss": None,
+                "val_accuracy": None,
+                "lr": last_lr,
+            }
+            if has_val:
+                metrics["val_loss"], metrics["val_accuracy"] = evaluate_loss_accuracy(
+                    model, X_val, y_val, loss=val_loss_name
                 )
-            if result.best_val_loss is None or metrics["val_loss"] < result.best_val_loss:
+                if not math.isfinite(metrics["val_loss"]):
+                    raise TrainingDivergedError(
+                        f"the validation loss became {metrics['val_loss']} after epoch {epoch} (lr={last_lr:.4g}); "
+                        "lower the learning rate or the temperature (or set max_grad_norm)."
+                    )
+                if result.best_val_loss is None or metrics["val_loss"] < result.best_val_loss:
+                    result.best_epoch = epoch
+                    result.best_val_loss = metrics["val_loss"]
+                    result.best_val_accuracy = metrics["val_accuracy"]
+                    best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
                 result.best_epoch = epoch
-                result.best_val_loss = metrics["val_loss"]
-                result.best_val_accuracy = metrics["val_accuracy"]
-                best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            metrics["seconds"] = time.perf_counter() - t0
+            result.history.append(metrics)
+            if (
+                early_stopping_patience is not None
+                and epoch < epochs
+                and epoch - result.best_epoch >= early_stopping_patience
+            ):
+                result.stopped_early = True
+            if progress:
+                tqdm.write(_format_metrics(metrics, epochs), file=sys.stderr)
+
+            if run is not None and main:
+                _save_checkpoint(run / _CHECKPOINT, model, optimizer, scheduler, generator, best_weights, result, config, device)
+                log_fd = os.open(run / "log.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW, 0o666)
+                with os.fdopen(log_fd, "a", encoding="utf-8") as f:  # never appended through a link
+                    f.write(json.dumps(metrics, allow_nan=False) + "\n")
+                    f.flush()
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, dict(metrics))
+
+        # --- the best weights, the summary, the final model file
+        if has_val and restore_best and best_weights is not None:
+            model.load_state_dict(best_weights)
         else:
-            result.best_epoch = epoch
-        metrics["seconds"] = time.perf_counter() - t0
-        result.history.append(metrics)
-        if (
-            early_stopping_patience is not None
-            and epoch < epochs
-            and epoch - result.best_epoch >= early_stopping_patience
-        ):
-            result.stopped_early = True
-        if progress:
-            tqdm.write(_format_metrics(metrics, epochs), file=sys.stderr)
-
+            result.best_epoch = len(result.history)
+            if has_val and result.history:
+                result.best_val_loss = result.history[-1]["val_loss"]
+                result.best_val_accuracy = result.history[-1]["val_accuracy"]
+        result.epochs_run = len(result.history)
+        result.train_seconds = sum(h["seconds"] for h in result.history)
+        model.eval()
         if run is not None and main:
-            _save_checkpoint(run / _CHECKPOINT, model, optimizer, scheduler, generator, best_weights, result, config, device)
-            with open(run / "log.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(metrics, allow_nan=False) + "\n")
-                f.flush()
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, dict(metrics))
-
-    # --- the best weights, the summary, the final model file
-    if has_val and restore_best and best_weights is not None:
-        model.load_state_dict(best_weights)
-    else:
-        result.best_epoch = len(result.history)
-        if has_val and result.history:
-            result.best_val_loss = result.history[-1]["val_loss"]
-            result.best_val_accuracy = result.history[-1]["val_accuracy"]
-    result.epochs_run = len(result.history)
-    result.train_seconds = sum(h["seconds"] for h in result.history)
-    model.eval()
-    if run is not None and main:
-        save_model(
-            run,
-            model,
-            metadata={
-                "best_epoch": result.best_epoch,
-                "best_val_loss": result.best_val_loss,
-                "best_val_accuracy": result.best_val_accuracy,
-                "epochs_run": result.epochs_run,
-                "stopped_early": result.stopped_early,
-            },
-        )
-    barrier()  # the run folder is complete before any rank moves on
-    return result
+            save_model(
+                run,
+                model,
+                metadata={
+                    "best_epoch": result.best_epoch,
+                    "best_val_loss": result.best_val_loss,
+                    "best_val_accuracy": result.best_val_accuracy,
+                    "epochs_run": result.epochs_run,
+                    "stopped_early": result.stopped_early,
+                },
+            )
+        barrier()  # the run folder is complete before any rank moves on
+        return result
+    finally:
+        if handle is not None:
+            handle.release()
 
 
 def _format_metrics(m: dict[str, Any], epochs: int) -> str:
@@ -814,13 +857,225 @@ def _save_checkpoint(path, model, optimizer, scheduler, generator, best_weights,
     save_training_state(path, tensors=tensors, state=state)
 
 
+def content_fingerprint(**arrays: Any) -> str:
+    """SHA-256 (hex) of named tensors / arrays: each name, dtype, shape and bytes, in argument order.
+
+    ``None`` is hashed as absent. A ``np.memmap`` backed by a file is identified by the file (its
+    real path, size and modification time, the offset, shape and dtype) rather than read whole.
+    An object with a ``fingerprint`` attribute (a memory-mapped soft-target reader) by that.
+
+    >>> a = content_fingerprint(x=torch.zeros(2))
+    >>> a == content_fingerprint(x=torch.zeros(2)), a == content_fingerprint(x=torch.ones(2))
+    (True, False)
+    """
+    h = hashlib.sha256(b"darkknowledge.content/1")
+    for name, a in arrays.items():
+        h.update(f"|{name}|".encode())
+        if a is None:
+            h.update(b"none")
+        elif isinstance(a, np.memmap) and isinstance(getattr(a, "filename", None), str) and a.base is not None:
+            st = os.stat(a.filename)
+            h.update(f"memmap|{os.path.realpath(a.filename)}|{st.st_size}|{st.st_mtime_ns}|{a.offset}|"
+                     f"{a.shape}|{a.dtype.str}".encode())
+        elif isinstance(a, (torch.Tensor, np.ndarray)):
+            t = a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))
+            t = t.detach().to("cpu").contiguous()
+            h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
+            if t.numel():
+                h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+        elif hasattr(a, "fingerprint"):
+            h.update(f"fingerprint|{a.fingerprint}|{getattr(a, 'shape', None)}".encode())
+            rows = getattr(a, "rows", None)
+            if isinstance(rows, torch.Tensor):
+                h.update(content_fingerprint(rows=rows).encode())
+        elif hasattr(a, "parent") and hasattr(a, "rows"):  # a row subset of a reader
+            h.update(content_fingerprint(parent=a.parent, rows=a.rows).encode())
+        else:
+            raise TypeError(f"cannot fingerprint {name} of type {type(a).__name__}.")
+    return h.hexdigest()
+
+
+def data_fingerprint(data: Any) -> str:
+    """SHA-256 of the training and validation splits (features and labels): what a resume must find again.
+
+    Another data set, another ``split_seed``, another preprocessing: another fingerprint. Computed
+    once when a run starts (only with ``out_dir``), never per step.
+    """
+    return content_fingerprint(**{k: getattr(data, k, None) for k in ("X_train", "y_train", "X_val", "y_val")})
+
+
+_MISSING = object()
+
+
+def _config_diffs(saved: Any, current: Any, name: str) -> list[tuple[str, Any, Any]]:
+    if isinstance(saved, dict) and isinstance(current, dict):
+        out = []
+        for k in sorted(set(saved) | set(current), key=str):
+            if not name and k in _RESUME_FREE:
+                continue
+            out += _config_diffs(saved.get(k, _MISSING), current.get(k, _MISSING), f"{name}.{k}" if name else str(k))
+        return out
+    return [] if saved == current else [(name, saved, current)]
+
+
+def _short(v: Any) -> str:
+    if v is _MISSING:
+        return "absent"
+    if isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v):
+        return repr(v[:12] + "...")
+    return repr(v)
+
+
 def _check_resume_config(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
-    keys = sorted((set(saved) | set(current)) - _RESUME_FREE)
-    diff = [k for k in keys if saved.get(k) != current.get(k)]
+    """Refuse a resume whose configuration, data or ``resume_key`` differ from the checkpoint's, naming the fields."""
+    current = json.loads(json.dumps(current, allow_nan=False))  # the saved config went through JSON too
+    diff = _config_diffs(saved, current, "")
     if diff:
-        detail = "; ".join(f"{k}: {saved.get(k)!r} then, {current.get(k)!r} now" for k in diff)
-        raise ValueError(
-            f"cannot resume from {path}: the configuration differs ({detail}); "
-            "resume with the same arguments or start a fresh run (resume=False)."
+        detail = "; ".join(f"{k}: {_short(a)} then, {_short(b)} now" for k, a, b in diff)
+        hints = sorted({hint for k, _, _ in diff for field, hint in _RESUME_HINTS.items() if k == field})
+        hint = "".join(f"; {h}" for h in hints)
+        raise ResumeMismatchError(
+            f"cannot resume from {path}: the configuration differs ({detail}){hint}; "
+            "resume with the same settings and data, or start over with --force (force=True)."
         )
 
+
+_STATE_TYPES: dict[str, tuple[type, ...]] = {
+    "config": (dict,), "optimizer": (dict,), "scheduler": (dict,), "history": (list,),
+    "best_epoch": (int,), "stopped_early": (bool,),
+}
+_HISTORY_NUMBERS = ("loss", "lr", "seconds")
+_HISTORY_OPTIONAL = ("accuracy", "val_loss", "val_accuracy")
+_SCHEDULER_STEPPED = {"last_epoch", "_step_count", "_last_lr"}
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _restore_training_state(path, tensors, state, *, config, model, optimizer, scheduler, generator, device,
+                            steps_per_epoch, result) -> dict[str, torch.Tensor] | None:
+    """Check the structure of a (checksum-verified) training state, then load it; return the best weights.
+
+    Every defect is a :class:`CheckpointError` naming the file and what is wrong, never a
+    ``KeyError`` / ``RuntimeError`` from deep inside torch.
+    """
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(
+            f"{path} holds a malformed training state ({what}); it was altered or written by something else: "
+            "start over with --force (force=True), or resume from an intact copy."
+        )
+
+    if not isinstance(state, dict):
+        raise bad(f"expected a JSON object, got {type(state).__name__}")
+    for key, types in _STATE_TYPES.items():
+        if key not in state:
+            raise bad(f"no {key!r}")
+        v = state[key]
+        if not isinstance(v, types) or (bool not in types and isinstance(v, bool)):
+            raise bad(f"{key!r} is {type(v).__name__}, expected {types[0].__name__}")
+    for key in ("best_val_loss", "best_val_accuracy"):
+        if state.get(key) is not None and not _is_number(state.get(key)):
+            raise bad(f"{key!r} is {state.get(key)!r}, expected a finite number or null")
+    _check_resume_config(state["config"], config, path)
+
+    # the history: one entry per epoch done, numbered 1..k, k <= epochs, finite metrics
+    history, epochs = state["history"], config["epochs"]
+    if len(history) > epochs:
+        raise bad(f"its history holds {len(history)} epochs, more than the run's {epochs}")
+    for i, h in enumerate(history):
+        if not isinstance(h, dict) or type(h.get("epoch")) is not int or h["epoch"] != i + 1:
+            raise bad(f"history entry {i} is not epoch {i + 1}")
+        for k in _HISTORY_NUMBERS:
+            if not _is_number(h.get(k)):
+                raise bad(f"history entry {i} has {k} = {h.get(k)!r}, expected a finite number")
+        for k in _HISTORY_OPTIONAL:
+            if h.get(k) is not None and not _is_number(h.get(k)):
+                raise bad(f"history entry {i} has {k} = {h.get(k)!r}, expected a finite number or null")
+    if not 0 <= state["best_epoch"] <= len(history):
+        raise bad(f"best_epoch {state['best_epoch']} is outside the {len(history)} epochs done")
+
+    # the scheduler: a fresh one's settings, its step counter at the end of the last epoch done
+    sched, fresh = state["scheduler"], json.loads(json.dumps(scheduler.state_dict(), default=lambda o: None))
+    if set(sched) != set(fresh):
+        raise bad(f"its scheduler state has keys {sorted(sched)}, expected {sorted(fresh)}")
+    for k in sorted(set(fresh) - _SCHEDULER_STEPPED):
+        if sched[k] != fresh[k]:
+            raise bad(f"its scheduler's {k} is {sched[k]!r}, expected {fresh[k]!r}")
+    steps = len(history) * steps_per_epoch
+    if type(sched["last_epoch"]) is not int or sched["last_epoch"] != steps or sched["_step_count"] != steps + 1:
+        raise bad(f"its scheduler is at step {sched['last_epoch']!r}, but {len(history)} epochs of {steps_per_epoch} "
+                  f"steps end at step {steps}")
+    last_lr = sched["_last_lr"]
+    if not isinstance(last_lr, list) or len(last_lr) != len(fresh["_last_lr"]) or not all(map(_is_number, last_lr)):
+        raise bad(f"its scheduler's _last_lr is {last_lr!r}")
+
+    # the tensors: the model's names, shapes and dtypes; RNG states of the right size
+    expected = model.state_dict()
+    for prefix, required in (("model.", True), ("best.", False)):
+        got = _prefixed(tensors, prefix)
+        if not got and not required:
+            continue
+        if set(got) != set(expected):
+            missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+            raise bad(f"its {prefix[:-1]} weights lack {missing[:3]} or have extra {extra[:3]}")
+        for k, t in got.items():
+            if t.shape != expected[k].shape or t.dtype != expected[k].dtype:
+                raise bad(f"tensor {prefix}{k} has shape {tuple(t.shape)} and {t.dtype}, the model's "
+                          f"{tuple(expected[k].shape)} and {expected[k].dtype}")
+    for name, reference in (("rng.torch", torch.get_rng_state()), ("rng.generator", generator.get_state())):
+        t = tensors.get(name)
+        if t is None or t.dtype != torch.uint8 or t.shape != reference.shape:
+            got = "missing" if t is None else f"{t.dtype} of shape {tuple(t.shape)}"
+            raise bad(f"RNG state {name} is {got}, expected uint8 of shape {tuple(reference.shape)}")
+
+    # the optimizer: the same parameter groups; a buffer of each parameter's shape
+    try:
+        opt = unpack_tensors(state["optimizer"], tensors)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise bad(f"its optimizer state refers to a missing or malformed tensor ({type(e).__name__}: {e})") from None
+    fresh_opt = optimizer.state_dict()
+    if not isinstance(opt, dict) or set(opt) != {"state", "param_groups"}:
+        raise bad("its optimizer state is not {state, param_groups}")
+    groups = opt["param_groups"]
+    if not isinstance(groups, list) or len(groups) != len(fresh_opt["param_groups"]):
+        raise bad("its optimizer has other parameter groups than the model's")
+    for g, fg in zip(groups, fresh_opt["param_groups"]):
+        if not isinstance(g, dict) or set(g) != set(fg):
+            raise bad("its optimizer's parameter groups have other settings than the run's")
+        for k in fg:
+            if k == "lr":
+                if not _is_number(g[k]) or g[k] < 0:
+                    raise bad(f"its optimizer's lr is {g[k]!r}")
+            elif g[k] != fg[k]:
+                raise bad(f"its optimizer's {k} is {g[k]!r}, expected {fg[k]!r}")
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if not isinstance(opt["state"], dict):
+        raise bad("its optimizer's per-parameter state is not a mapping")
+    for pid, buffers in opt["state"].items():
+        if type(pid) is not int or not 0 <= pid < len(params) or not isinstance(buffers, dict):
+            raise bad(f"its optimizer has state for an unknown parameter {pid!r}")
+        for k, buf in buffers.items():
+            if k != "momentum_buffer":
+                raise bad(f"its optimizer has an unknown buffer {k!r}")
+            if buf is not None and (not isinstance(buf, torch.Tensor) or buf.shape != params[pid].shape
+                                    or buf.dtype != params[pid].dtype):
+                got = f"shape {tuple(buf.shape)}" if isinstance(buf, torch.Tensor) else type(buf).__name__
+                raise bad(f"its momentum buffer of parameter {pid} has {got}, expected shape {tuple(params[pid].shape)}")
+
+    # load (each call checked above; anything torch still refuses is the same error)
+    try:
+        model.load_state_dict(_prefixed(tensors, "model."), strict=True)
+        optimizer.load_state_dict(opt)
+        scheduler.load_state_dict(sched)
+        torch.set_rng_state(tensors["rng.torch"])
+        generator.set_state(tensors["rng.generator"])
+        if device.type == "cuda" and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+        raise bad(f"{type(e).__name__}: {e}") from None
+    for key in ("history", "best_epoch", "best_val_loss", "best_val_accuracy", "stopped_early"):
+        setattr(result, key, state[key])
+    best = _prefixed(tensors, "best.")
+    return {k: v.to(device) for k, v in best.items()} if best else None

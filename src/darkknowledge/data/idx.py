@@ -25,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_idx", "IDX_TYPES"]
+from darkknowledge._checks import memory_limit_bytes
+
+__all__ = ["read_idx", "gunzip_bounded", "IDX_TYPES"]
 
 #: IDX type code -> big-endian NumPy dtype.
 IDX_TYPES: dict[int, np.dtype] = {
@@ -56,13 +58,50 @@ def _raw_bytes(source: str | os.PathLike | bytes | bytearray | memoryview) -> tu
             f"source must be a path or bytes, got {type(source).__name__} instead."
         )
     if data[:2] == _GZIP_MAGIC:
-        try:
-            data = gzip.decompress(data)
-        except (EOFError, OSError, zlib.error) as exc:
-            raise ValueError(
-                f"IDX file {label} is a corrupt or truncated gzip file ({exc})."
-            ) from None
+        data = gunzip_bounded(data, label)
     return data, label
+
+
+def gunzip_bounded(data: bytes, label: str, *, limit: int | None = None) -> bytes:
+    """Decompress gzip ``data`` (all members), refusing more than ``limit`` bytes of output.
+
+    ``limit`` defaults to this machine's memory: a small "gzip bomb" is refused with a
+    ``ValueError`` naming ``label`` instead of exhausting memory. A corrupt or truncated stream
+    raises ``ValueError`` naming ``label`` too.
+
+    >>> import gzip
+    >>> gunzip_bounded(gzip.compress(b"abc"), "x")
+    b'abc'
+    >>> gunzip_bounded(gzip.compress(bytes(100)), "x.gz", limit=10)
+    Traceback (most recent call last):
+    ...
+    ValueError: IDX file x.gz decompresses to more than 10 bytes: expected a file that fits in memory.
+    """
+    limit = memory_limit_bytes() if limit is None else limit
+    out = bytearray()
+    rest = data
+    try:
+        while rest:
+            if out:
+                rest = rest.lstrip(b"\x00")  # zero padding after a member, as gzip allows
+                if not rest:
+                    break
+                if rest[:2] != _GZIP_MAGIC:
+                    raise EOFError(f"{len(rest)} bytes after the gzip data that are not gzip")
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            chunk = inflater.decompress(rest, limit + 1 - len(out))
+            out += chunk
+            if len(out) > limit or inflater.unconsumed_tail:
+                raise ValueError(
+                    f"IDX file {label} decompresses to more than {limit} bytes: expected a file that "
+                    "fits in memory."
+                )
+            if not inflater.eof:
+                raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+            rest = inflater.unused_data
+    except (EOFError, zlib.error) as exc:
+        raise ValueError(f"IDX file {label} is a corrupt or truncated gzip file ({exc}).") from None
+    return bytes(out)
 
 
 def read_idx(source: str | os.PathLike | bytes | bytearray | memoryview) -> np.ndarray:

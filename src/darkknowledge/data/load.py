@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from darkknowledge._checks import check_regular_file
+
 from ._types import Dataset
 from .challenger import load_challenger
 from .digits import load_digits
@@ -59,7 +61,8 @@ def load_dataset(
         ValueError: an unknown name that is not an existing ``.npz`` / ``.csv`` path (the
             message lists the valid names), or an option that does not apply to ``name``.
         FileNotFoundError: a ``.npz`` / ``.csv`` path that does not exist, or MNIST files
-            that cannot be found nor downloaded.
+            that cannot be found (downloads off).
+        DatasetUnavailableError: MNIST files neither found nor downloadable (offline).
 
     Example:
         >>> ds = load_dataset("challenger")
@@ -68,6 +71,12 @@ def load_dataset(
     """
     if not isinstance(name, (str, os.PathLike)):
         raise TypeError(f"name must be a string or a path, got {type(name).__name__} instead.")
+    if not os.fspath(name).strip():
+        valid = ", ".join(repr(n) for n in DATASETS)
+        raise ValueError(
+            f"the dataset name is empty: expected one of {valid} or a path to a .npz or .csv file, "
+            f"got {os.fspath(name)!r} instead."
+        )
     key = name if isinstance(name, str) else None
     is_idx = key in IDX_DATASETS
     if not is_idx:
@@ -94,13 +103,13 @@ def load_dataset(
     if key == "challenger":
         return load_challenger()
     if path.suffix.lower() in _USER_SUFFIXES:
-        if not path.is_file():
-            raise FileNotFoundError(f"Data file {str(path)!r} does not exist.")
+        check_regular_file("Data file", path)  # missing, a folder, a FIFO: each said as such
         if path.suffix.lower() == ".npz":
             return load_npz(path)
         return load_csv(path, label_column="label" if label_column is None else label_column)
     valid = ", ".join(repr(n) for n in DATASETS)
+    what = " (a folder: only a folder of .npy files can be a data set, opened by open_npy_folder)" if path.is_dir() else ""
     raise ValueError(
         f"name must be one of {valid} or a path to an existing .npz or .csv file; "
-        f"got {str(name)!r} instead."
+        f"got {str(name)!r} instead{what}."
     )

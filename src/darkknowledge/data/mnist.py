@@ -44,7 +44,6 @@ References:
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import http.client
 import logging
@@ -52,21 +51,21 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ._types import Dataset
-from ._validate import DataError
-from .idx import read_idx
+from ._validate import DataError, DatasetUnavailableError
+from .idx import gunzip_bounded, read_idx
 
 __all__ = [
     "IDX_DATASETS",
     "SOURCES",
     "SYSTEM_DATA_DIR",
     "DataError",
+    "DatasetUnavailableError",
     "RemoteFile",
     "IdxSource",
     "cache_dir",
@@ -285,7 +284,8 @@ def download_file(
     Raises:
         DataError: truncated download, or checksum mismatch (naming the file, the expected
             and the computed digest).
-        OSError: the server could not be reached or answered with an HTTP error.
+        DatasetUnavailableError: (a ``DataError`` and an ``OSError``) the server could not be
+            reached or answered with an HTTP error.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -310,7 +310,7 @@ def download_file(
                     "try again."
                 ) from None
             except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-                raise OSError(f"Could not download {dest.name} from {url}: {exc}") from exc
+                raise DatasetUnavailableError(f"Could not download {dest.name} from {url}: {exc}") from exc
         if length is not None and received != length:
             raise DataError(
                 f"Download of {dest.name} from {url} was truncated: expected {length} bytes "
@@ -352,7 +352,23 @@ def _not_found(source: IdxSource, searched: list[Path], reason: str) -> FileNotF
     )
 
 
-def _fetch(source: IdxSource, *, mirror: str | None) -> dict[str, Path]:
+def _unavailable(source: IdxSource, searched: list[Path], why: str) -> DatasetUnavailableError:
+    """Offline (or the mirror down): one paragraph that says what was tried and where files go."""
+    files = ", ".join(f.filename for f in source.files.values())
+    places = ", ".join(str(p) for p in searched)
+    package = (
+        f", or install Debian's package {source.apt_package} (apt-get install {source.apt_package})"
+        if source.apt_package else ""
+    )
+    return DatasetUnavailableError(
+        f"{source.title} is not on this machine and could not be downloaded ({why}). Looked for "
+        f"{files} (gzipped or not) in {places}. To use it offline, put the four files in a folder "
+        f"and set DARKKNOWLEDGE_DATA to it, or pass that folder as the data folder (--data-dir on "
+        f"the command line, dataset.data_dir in a config, data_dir= in Python){package}."
+    )
+
+
+def _fetch(source: IdxSource, *, mirror: str | None, searched: list[Path]) -> dict[str, Path]:
     folder = cache_dir(source.name)
     base = _mirror(source, mirror)
     paths = {}
@@ -360,9 +376,12 @@ def _fetch(source: IdxSource, *, mirror: str | None) -> dict[str, Path]:
         dest = folder / remote.filename
         if not dest.is_file():
             logger.info("Downloading %s%s to %s", base, remote.filename, dest)
-            download_file(
-                base + remote.filename, dest, algorithm=remote.algorithm, checksum=remote.checksum
-            )
+            try:
+                download_file(
+                    base + remote.filename, dest, algorithm=remote.algorithm, checksum=remote.checksum
+                )
+            except DatasetUnavailableError as exc:
+                raise _unavailable(source, searched, str(exc)) from exc.__cause__
         paths[role] = dest
     return paths
 
@@ -372,9 +391,9 @@ def _read_checked(path: Path, remote: RemoteFile) -> tuple[np.ndarray, dict]:
     raw = path.read_bytes()
     file_digest = hashlib.new(remote.algorithm, raw).hexdigest()
     try:
-        content = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-    except (EOFError, OSError, zlib.error) as exc:
-        raise DataError(f"{path} is a corrupt or truncated gzip file ({exc}).") from None
+        content = gunzip_bounded(raw, str(path)) if raw[:2] == b"\x1f\x8b" else raw
+    except ValueError as exc:
+        raise DataError(str(exc).removeprefix("IDX file ")) from None
     content_sha256 = hashlib.sha256(content).hexdigest()
     if file_digest != remote.checksum and content_sha256 != remote.content_sha256:
         raise DataError(
@@ -452,7 +471,7 @@ def load_idx_dataset(
     if paths is not None:
         origin = str(paths["train_images"].parent)
     elif allowed:
-        paths = _fetch(source, mirror=mirror)
+        paths = _fetch(source, mirror=mirror, searched=searched)
         origin = _mirror(source, mirror)
     else:
         reason = (

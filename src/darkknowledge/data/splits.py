@@ -17,6 +17,7 @@ from sklearn.model_selection import train_test_split
 from darkknowledge._checks import check_in_range, check_positive_finite, check_positive_int
 
 from ._types import Dataset, Splits
+from ._validate import check_class_names
 from .preprocessing import Standardizer
 
 __all__ = ["train_val_split", "prepare_splits"]
@@ -186,6 +187,8 @@ def prepare_splits(
     return_standardizer = _check_bool("return_standardizer", return_standardizer)
 
     X, y = dataset.X_train, dataset.y_train
+    if dataset.class_names:  # (regression data has none)
+        check_class_names(f"data set {dataset.name!r}", dataset.class_names, _labels_numpy(y))
     counts = np.bincount(_labels_numpy(y), minlength=len(dataset.class_names))[: len(dataset.class_names)]  # (C,)
     if len(counts) and counts.min() == 0:
         empty = int(np.argmin(counts))

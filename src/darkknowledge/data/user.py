@@ -11,8 +11,12 @@ as numbers must be integers >= 0 (the names are then ``"0".."C-1"``); otherwise 
 is taken as a string and the classes are the sorted distinct strings, label ``k`` being the
 ``k``-th of them (``["cat", "dog"]`` -> ``cat = 0``, ``dog = 1``). A CSV has no test split.
 
-Features become float32, labels int64; NaN / inf features, negative, non-integral or
-out-of-range labels, mismatched lengths and empty data raise ``ValueError`` naming the array.
+Features become float32, labels int64; NaN / inf features (also values beyond float32's range),
+negative, non-integral or out-of-range labels, mismatched lengths, empty data, fewer than two
+classes in the training labels, duplicated class names and (CSV) duplicated column names raise
+``ValueError`` naming the array or column. A CSV may start with a UTF-8 byte-order mark.
+Each ``.npz`` member's header is checked against the bytes the archive holds and this machine's
+memory before anything is allocated.
 A file that is not a readable archive / UTF-8 CSV, or an object (pickled) array, raises
 :class:`~darkknowledge.data.DataError` (a ``ValueError``) naming the file; nothing is unpickled.
 """
@@ -29,10 +33,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ._types import Dataset
-from ._validate import DataError, validate_pair
+from darkknowledge._checks import memory_limit_bytes
 
-__all__ = ["load_npz", "load_csv"]
+from ._types import Dataset
+from ._validate import (
+    MAX_CLASSES_FROM_LABELS,
+    DataError,
+    check_class_names,
+    check_npy_header,
+    names_from_labels as _names_from_labels,
+    validate_pair,
+)
+
+__all__ = ["load_npz", "load_csv", "MAX_CLASSES_FROM_LABELS"]
 
 
 def _sha256(path: Path) -> str:
@@ -41,6 +54,32 @@ def _sha256(path: Path) -> str:
 
 # What a damaged archive can raise while numpy parses it: zip structure, CRC, inflate, npy header.
 _NPZ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, KeyError)
+
+
+def _check_member(archive: np.lib.npyio.NpzFile, key: str, file: str, limit: int) -> None:
+    """Check member ``key``'s ``.npy`` header against its size in the zip and ``limit`` bytes.
+
+    numpy allocates the whole array its header states before reading a byte of data, so a
+    header promising shape ``(1e11, 4)`` in a 200-byte archive would be a ``MemoryError``.
+    """
+    member = f"{key}.npy" if f"{key}.npy" in archive.zip.namelist() else key
+    try:
+        info = archive.zip.getinfo(member)
+        label = f"array {key!r} in {file}"
+        if info.file_size > limit:
+            raise DataError(
+                f"{label} is {info.file_size} bytes uncompressed, more than this machine's memory "
+                f"({limit} bytes); expected an array that fits in memory."
+            )
+        with archive.zip.open(member) as fp:
+            if fp.read(6) != b"\x93NUMPY":
+                return  # not a .npy member: numpy returns its bytes, at most file_size of them
+            fp.seek(0)
+            check_npy_header(fp, label, info.file_size, limit=limit)
+    except DataError:
+        raise
+    except _NPZ_ERRORS as exc:
+        raise DataError(f"array {key!r} in {file} is corrupt ({type(exc).__name__}: {exc}).") from None
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -62,8 +101,10 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
             "written by numpy.savez."
         )
     arrays = {}
+    limit = memory_limit_bytes()
     with archive:
         for key in archive.files:
+            _check_member(archive, key, path.name, limit)
             try:
                 arrays[key] = np.asarray(archive[key])
             except ValueError as exc:
@@ -78,22 +119,6 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
                     f"array {key!r} in {path.name} is corrupt ({type(exc).__name__}: {exc})."
                 ) from None
     return arrays
-
-
-#: Without ``class_names`` the number of classes is the largest label + 1; beyond this it is
-#: taken for labels that are not class indices (ids, codes) rather than a real class count.
-MAX_CLASSES_FROM_LABELS = 100_000
-
-
-def _names_from_labels(file: str, what: str, high: int) -> list[str]:
-    """``["0", ..., str(high)]``, or a ``ValueError`` if ``high + 1`` classes is implausibly many."""
-    if high + 1 > MAX_CLASSES_FROM_LABELS:
-        raise ValueError(
-            f"{what} in {file} must be class indices 0..C-1, got the label {high} instead, which "
-            f"would make {high + 1} classes (at most {MAX_CLASSES_FROM_LABELS} without class_names); "
-            "map the labels to 0..C-1."
-        )
-    return [str(c) for c in range(high + 1)]
 
 
 def load_npz(path: str | os.PathLike) -> Dataset:
@@ -130,13 +155,14 @@ def load_npz(path: str | os.PathLike) -> Dataset:
                 f"class_names in {path.name} must be a non-empty 1-d array, got shape "
                 f"{names.shape} instead."
             )
-        class_names = [str(n) for n in names.tolist()]
+        class_names = check_class_names(path.name, [str(n) for n in names.tolist()])
         num_classes = len(class_names)
-    X, y = validate_pair("X", arrays["X"], "y", arrays["y"], num_classes=num_classes)
+    X, y = validate_pair("X", arrays["X"], "y", arrays["y"], num_classes=num_classes, source=path.name)
     X_test = y_test = None
     if has_test[0]:
         X_test, y_test = validate_pair(
-            "X_test", arrays["X_test"], "y_test", arrays["y_test"], num_classes=num_classes
+            "X_test", arrays["X_test"], "y_test", arrays["y_test"], num_classes=num_classes,
+            source=path.name,
         )
         if X_test.shape[1:] != X.shape[1:]:
             raise ValueError(
@@ -146,6 +172,7 @@ def load_npz(path: str | os.PathLike) -> Dataset:
     if names is None:
         high = max(int(y.max()), int(y_test.max()) if y_test is not None else 0)
         class_names = _names_from_labels(path.name, "y", high)
+    check_class_names(path.name, class_names, y)
     shape = {"X_train": list(X.shape)}
     if X_test is not None:
         shape["X_test"] = list(X_test.shape)
@@ -183,7 +210,7 @@ def load_csv(path: str | os.PathLike, *, label_column: str = "label") -> Dataset
     if not isinstance(label_column, str):
         raise TypeError(f"label_column must be a string, got {type(label_column).__name__} instead.")
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: drop a byte-order mark
             rows = list(csv.reader(handle))
     except UnicodeDecodeError as exc:
         raise DataError(f"{path.name} must be UTF-8 text, got a byte it cannot decode ({exc}).") from None
@@ -193,6 +220,13 @@ def load_csv(path: str | os.PathLike, *, label_column: str = "label") -> Dataset
     if not rows:
         raise ValueError(f"{path.name} is empty: expected a header row and data rows.")
     header = [name.strip() for name in rows[0]]
+    for col, name in enumerate(header):
+        if header.index(name) != col:
+            raise ValueError(
+                f"the columns of {path.name} must have distinct names, got {name!r} twice (columns "
+                f"{header.index(name) + 1} and {col + 1}) instead; a second label column would be "
+                "read as a feature."
+            )
     if label_column not in header:
         raise ValueError(
             f"label_column must be one of the columns of {path.name}, {header}; got "
@@ -238,10 +272,12 @@ def load_csv(path: str | os.PathLike, *, label_column: str = "label") -> Dataset
         y_raw = np.asarray([index[label] for label in labels], dtype=np.int64)
         label_kind = "strings, sorted"
     X, y = validate_pair(
-        "X", np.asarray(features, dtype=np.float64), f"column {label_column!r}", y_raw
+        "X", np.asarray(features, dtype=np.float64), f"column {label_column!r}", y_raw,
+        source=path.name,
     )
     if label_kind == "integer":
         class_names = _names_from_labels(path.name, f"column {label_column!r}", int(y.max()))
+    check_class_names(path.name, class_names, y)
     return Dataset(
         name=path.stem,
         X_train=X,

@@ -13,6 +13,7 @@ True
 from darkknowledge.report.html import (
     REQUIRED_MODEL_KEYS,
     ROLES,
+    gap_closed,
     headline,
     render_report,
     render_report_from_file,
@@ -22,6 +23,7 @@ from darkknowledge.report.html import (
 __all__ = [
     "REQUIRED_MODEL_KEYS",
     "ROLES",
+    "gap_closed",
     "headline",
     "render_report",
     "render_report_from_file",
