@@ -222,8 +222,8 @@ def markdown(rows, repeats, load: LoadMonitor):
         "of the row (softmax(s/T), softmax(t/T), softmax(s)) into per-thread scratch that stays "
         "in cache, and writes the analytic gradient once; autograd keeps only that gradient, "
         "and backward is one multiplication by the incoming gradient. The kernel is C "
-        "(vectorised exp/log polynomials, OpenMP over rows), compiled once with the system "
-        "compiler and cached; without a compiler the eager torch path is used.",
+        "(vectorised exp/log polynomials; large batches split into row blocks on a few threads, no OpenMP "
+        "runtime), built with the package at install time; without a compiler the eager torch path is used.",
         "",
     ]
     return "\n".join(lines)

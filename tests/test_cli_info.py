@@ -73,7 +73,7 @@ def test_softmax_temperature_table(capsys):
         (["info", "softmax", "1", "2", "--temperature", "0"], "temperature must be a finite number > 0"),
         (["info", "softmax", "1", "2", "--temperature", "inf"], "temperature must be a finite number > 0"),
         (["info", "softmax", "--", "-inf", "-inf"], "logits must have at least one entry > -inf"),
-        (["info", "self-information", "1.5"], r"p must be probabilities in [0, 1]"),
+        (["info", "self-information", "1.5"], "each P must be a probability in [0, 1], got 1.5 instead"),
     ],
 )
 def test_bad_values_exit_2_with_a_message(capsys, argv, message):

@@ -167,10 +167,11 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     run = tmp_path / "run"
     lines = (run / "log.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "config.json", "log.jsonl", "model.json",
-                                                     "model.safetensors"]
+    assert sorted(p.name for p in run.iterdir()) == [".darkknowledge-lock", ".darkknowledge-run", "checkpoint",
+                                                     "config.json", "log.jsonl", "model.json", "model.safetensors"]
     assert json.loads((run / "config.json").read_text())["world_size"] == 2
-    assert not [p for p in run.rglob("*") if p.name.startswith(".")]  # no stray temporary files
+    stray = [p for p in run.rglob("*") if p.name.startswith(".") and p.name not in (".darkknowledge-lock", ".darkknowledge-run")]
+    assert not stray  # no stray temporary files
     saved = load_file(str(run / "model.safetensors"))
     assert saved.keys() == r0.keys()
     for name in saved:

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from darkknowledge import _fused_kd, losses
+from darkknowledge.errors import DarkKnowledgeError
 from darkknowledge.losses import DistillationLoss, TrainingDistillationLoss, distillation_loss
 
 PACKAGE = Path(_fused_kd.__file__).resolve().parent
@@ -191,7 +192,7 @@ def test_the_kernel_itself_refuses_bad_labels(n):
     c = 32
     s, t, y = make(n, c)
     y[n - 1] = c  # the last row: in the last block
-    with pytest.raises(ValueError, match=rf"target must hold class ids in \[0, {c - 1}\].*\({c}\)"):
+    with pytest.raises(DarkKnowledgeError, match=rf"target must hold class ids in \[0, {c - 1}\].*\({c}\)"):
         _fused_kd.rows_compiled(s, t, y, temperature=4.0, w_hard=0.1, w_soft=0.9, divergence="kl", gscale=1.0)
     y[n - 1] = -(2**62)
     with pytest.raises(ValueError, match="outside that range"):

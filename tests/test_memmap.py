@@ -216,7 +216,7 @@ def test_open_npy_splits_errors(tmp_path):
         open_npy_splits(tmp_path)
     np.save(tmp_path / "X_train.npy", np.zeros((3, 2), np.float32))
     np.save(tmp_path / "y_train.npy", np.zeros(2, np.int64))
-    with pytest.raises(ValueError, match=r"y_train.npy must hold 3 integer labels"):
+    with pytest.raises(ValueError, match=r"y_train.npy must hold 3 labels \(one per row of X_train.npy\), got 2"):
         open_npy_splits(tmp_path)
     np.save(tmp_path / "y_train.npy", np.zeros(3, np.int64))
     np.save(tmp_path / "X_val.npy", np.zeros((3, 2), np.float32))

@@ -166,6 +166,12 @@ def test_challenger_plot_to_a_fifo_is_refused_without_hanging(tmp_path, capsys):
     _check_error(code, err, r"--plot must name a regular file")
 
 
+def test_repeated_seeds_on_the_command_line_are_refused_like_in_a_config(tmp_path, capsys):
+    code, err = _cli(["run", str(_tiny_run_config(tmp_path)), "--seeds", "0", "0", "--out", tmp_path / "out"], capsys)
+    _check_error(code, err, r"Config key 'seeds': .*seeds must be distinct, got \[0, 0\]")
+    assert not (tmp_path / "out").exists()
+
+
 # --------------------------------------------------------------------------------------------
 # advice in the words of the command line, not of the Python API
 # --------------------------------------------------------------------------------------------

@@ -51,3 +51,20 @@ def test_gap_closed_in_a_run_matches_the_report(tmp_path, monkeypatch):
     rows = {m["role"]: m["test_errors"] for m in results["models"]}
     assert results["distillation"]["gap_closed"] == gap_closed(rows["teacher"], rows["student-alone"],
                                                                rows["student-distilled"])
+    # and every model folder keeps what fit recorded (a second save used to overwrite it with {})
+    for folder in ("teacher/member-0", "student-alone/seed-0", "student-distilled/seed-0"):
+        meta = json.loads((tmp_path / "out" / folder / "model.json").read_text())["metadata"]
+        assert meta["best_epoch"] >= 1 and meta["epochs_run"] >= meta["best_epoch"], (folder, meta)
+
+
+def test_train_keeps_the_metadata_fit_recorded(tmp_path):
+    from darkknowledge.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "digits", "--model", "mlp", "--hidden", "8", "--epochs", "3",
+                 "--out", str(out)]) == 0
+    meta = json.loads((out / "model.json").read_text())["metadata"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert meta["epochs_run"] == 3
+    assert meta["best_epoch"] == summary["best_epoch"] and 1 <= meta["best_epoch"] <= 3
+    assert meta["best_val_accuracy"] is not None and 0 < meta["best_val_accuracy"] <= 1

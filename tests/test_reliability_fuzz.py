@@ -258,3 +258,120 @@ def test_load_training_state_fuzz(tmp_path, data):
         assert "is not a readable training state" in str(exc) and str(path) in str(exc)
         return
     assert isinstance(tensors, dict) and all(isinstance(t, torch.Tensor) for t in tensors.values())
+
+
+# --------------------------------------------------------------------------------------------
+# the training state's *structure*: mutated JSON state and tensors, saved with a valid checksum,
+# so that they reach fit's validation. Only CheckpointError (a ValueError naming the file) may
+# come out, or a resume that runs to its end; never KeyError / IndexError / RuntimeError.
+
+from darkknowledge.checkpoint import CheckpointError  # noqa: E402
+from darkknowledge.data._types import Splits  # noqa: E402
+from darkknowledge.models import build_model  # noqa: E402
+from darkknowledge.rundir import claim_run_dir  # noqa: E402
+from darkknowledge.train import fit  # noqa: E402
+
+_FIT = dict(epochs=3, batch_size=16, lr=0.1, momentum=0.9, seed=1, progress=False)
+
+
+class _Stop(BaseException):
+    pass
+
+
+def _fuzz_splits():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(48, 4, generator=g)
+    y = (X[:, 0] > 0).long() + (X[:, 1] > 0.5).long()
+    return Splits(X[:32], y[:32], X[32:], y[32:], class_names=["a", "b", "c"])
+
+
+def _fuzz_model():
+    return build_model("mlp", input_shape=(4,), num_classes=3, hidden=[5], dropout=0.1, seed=0)
+
+
+def _stop_after_1(epoch, metrics):
+    if epoch == 1:
+        raise _Stop()
+
+
+with tempfile.TemporaryDirectory() as _d:
+    try:
+        fit(_fuzz_model(), _fuzz_splits(), out_dir=Path(_d) / "run", on_epoch_end=_stop_after_1, **_FIT)
+    except _Stop:
+        pass
+    _RUN_TENSORS, _RUN_STATE = load_training_state(Path(_d) / "run" / "checkpoint" / "last.safetensors")
+
+
+def _json_paths(obj, prefix=()):
+    yield prefix
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _json_paths(v, prefix + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _json_paths(v, prefix + (i,))
+
+
+_PATHS = [p for p in _json_paths(_RUN_STATE) if p]
+_ODD_VALUES = [None, -1, 0, 1, 10**6, 1.5, -2.5, "x", "", [], {}, True, False, [1, 2], {"__tensor__": "nope"},
+               {"__items__": 3}]
+
+
+@st.composite
+def _state_mutation(draw):
+    state = json.loads(json.dumps(_RUN_STATE))
+    tensors = {k: v.clone() for k, v in _RUN_TENSORS.items()}
+    for _ in range(draw(st.integers(1, 2))):
+        if draw(st.booleans()):  # the JSON state
+            path = draw(st.sampled_from(_PATHS))
+            parent = state
+            try:
+                for k in path[:-1]:
+                    parent = parent[k]
+                op = draw(st.sampled_from(["delete", "replace", "append", "truncate"]))
+                key = path[-1]
+                if op == "delete":
+                    del parent[key]
+                elif op == "replace":
+                    parent[key] = draw(st.sampled_from(_ODD_VALUES))
+                elif op == "append" and isinstance(parent[key], list):
+                    parent[key].append(parent[key][-1] if parent[key] else 0)
+                elif op == "truncate" and isinstance(parent[key], list) and parent[key]:
+                    parent[key].pop()
+            except (KeyError, IndexError, TypeError):
+                pass  # an earlier mutation removed the path
+        elif tensors:  # the tensors
+            name = draw(st.sampled_from(sorted(tensors)))
+            op = draw(st.sampled_from(["delete", "truncate", "dtype", "flatten", "extra"]))
+            t = tensors[name]
+            if op == "delete":
+                del tensors[name]
+            elif op == "truncate" and t.numel() > 1:
+                tensors[name] = t.reshape(-1)[:-1].clone()
+            elif op == "dtype":
+                tensors[name] = t.to(torch.float64 if t.dtype != torch.float64 else torch.float32)
+            elif op == "flatten":
+                tensors[name] = t.reshape(-1).clone()
+            elif op == "extra":
+                tensors[name] = torch.cat([t.reshape(-1), t.reshape(-1)[:1]]).clone()
+    return tensors, state
+
+
+@settings(max_examples=100, deadline=timedelta(seconds=10), database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(mutation=_state_mutation())
+def test_training_state_structure_fuzz(tmp_path_factory, mutation):
+    tensors, state = mutation
+    out = tmp_path_factory.mktemp("run")
+    claim_run_dir(out, kind="fit").release()  # a darkknowledge run folder (its marker)
+    try:
+        save_training_state(out / "checkpoint" / "last.safetensors", tensors=tensors, state=state)
+    except (TypeError, ValueError):
+        return  # not storable at all (e.g. a non-JSON value): nothing to load
+    model = _fuzz_model()
+    try:
+        result = fit(model, _fuzz_splits(), out_dir=out, resume=True, force=False, **_FIT)
+    except CheckpointError as exc:
+        assert str(out / "checkpoint" / "last.safetensors") in str(exc)
+        return
+    assert result.epochs_run <= 3 and all(torch.isfinite(p).all() for p in model.parameters())

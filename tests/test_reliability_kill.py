@@ -186,9 +186,11 @@ def test_stray_half_written_temp_file_is_ignored(tmp_path):
     with pytest.raises(SimulatedKill):
         fit(_model(), data, out_dir=run, on_epoch_end=_die_after(2), **FIT)
     whole = (run / CHECKPOINT).read_bytes()
-    (run / "checkpoint" / ".last.safetensors.k1ll3d.tmp").write_bytes(whole[: len(whole) // 3])
+    stray = run / "checkpoint" / ".last.safetensors.k1ll3d.tmp"
+    stray.write_bytes(whole[: len(whole) // 3])
     resumed = _model()
     fit(resumed, data, out_dir=run, resume=True, **FIT)
+    assert not stray.exists()  # a stale temporary file of the run is removed when it starts again
     for (name, a), (_, b) in zip(resumed.state_dict().items(), reference.state_dict().items()):
         assert torch.equal(a, b), name
 

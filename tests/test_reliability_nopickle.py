@@ -102,7 +102,13 @@ def test_the_package_uses_the_safe_loaders():
     # the scan above is not vacuous: the loaders it checks are really there, in their safe form
     text = {p.name: p.read_text(encoding="utf-8") for p in _package_files()}
     assert "np.load(path, allow_pickle=False)" in text["user.py"]
-    assert "yaml.safe_load(" in text["config.py"]
+    assert "class _ConfigLoader(yaml.SafeLoader)" in text["config.py"]  # the one YAML reader: a SafeLoader
+
+    import yaml
+
+    from darkknowledge.config import _ConfigLoader
+
+    assert issubclass(_ConfigLoader, yaml.SafeLoader)
     assert "safetensors" in text["checkpoint.py"]
 
 

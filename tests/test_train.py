@@ -288,8 +288,8 @@ def test_real_divergence_is_caught():
     X = 10 * torch.randn(64, 4, generator=g)
     data = Splits(X, X.sum(1))
     model = build_model("linear", input_shape=(4,), num_classes=1, seed=0)
-    with pytest.raises(TrainingDivergedError, match=r"at epoch \d+, step \d+ \(lr=1000\); lower the learning rate"):
-        fit(model, data, loss="mse", epochs=100, batch_size=16, lr=1e3, momentum=0.0, lr_schedule="constant")
+    with pytest.raises(TrainingDivergedError, match=r"at epoch \d+, step \d+ \(lr=100\); lower the learning rate"):
+        fit(model, data, loss="mse", epochs=100, batch_size=16, lr=100.0, momentum=0.0, lr_schedule="constant")
 
 
 # ----------------------------------------------------------------------------- callable losses

@@ -9,7 +9,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from typing import Any
+from darkknowledge.errors import InputError, InputTypeError, MissingFileError
 
+
+#: The largest learning rate accepted anywhere (configs, ``fit``): a step this large already diverges
+#: with SGD; 1e300 overflowed to inf inside torch's optimizer.
+MAX_LR = 100.0
+
+#: The temperatures the distillation loss is exact for (``darkknowledge.losses.check_temperature``):
+#: below, float32 underflows; above, the loss has long reached its logit-matching limit.
+TEMPERATURE_RANGE = (1e-6, 1e30)
 
 def check_positive_finite(name: str, value: Any) -> float:
     """Return ``float(value)`` if it is a finite number > 0, else raise naming ``name``.
@@ -18,9 +27,9 @@ def check_positive_finite(name: str, value: Any) -> float:
     2.0
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} instead.")
+        raise InputTypeError(f"{name} must be a number, got {type(value).__name__} instead.")
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r} instead.")
+        raise InputError(f"{name} must be a finite number > 0, got {value!r} instead.")
     return float(value)
 
 
@@ -31,9 +40,9 @@ def check_in_range(name: str, value: Any, low: float, high: float) -> float:
     0.1
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} instead.")
+        raise InputTypeError(f"{name} must be a number, got {type(value).__name__} instead.")
     if not (low <= value <= high):  # also rejects NaN
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value!r} instead.")
+        raise InputError(f"{name} must be in [{low}, {high}], got {value!r} instead.")
     return float(value)
 
 
@@ -44,9 +53,9 @@ def check_positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
     3
     """
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} instead.")
+        raise InputTypeError(f"{name} must be an integer, got {type(value).__name__} instead.")
     if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r} instead.")
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r} instead.")
     return value
 
 
@@ -59,7 +68,7 @@ def check_one_of(name: str, value: Any, choices: Iterable[str]) -> str:
     choices = tuple(choices)
     if value not in choices:
         valid = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"{name} must be one of {valid}; got {value!r} instead.")
+        raise InputError(f"{name} must be one of {valid}; got {value!r} instead.")
     return value
 
 
@@ -72,26 +81,26 @@ def check_regular_file(what: str, path: Any) -> Any:
     >>> check_regular_file("Data file", "/")
     Traceback (most recent call last):
     ...
-    ValueError: Data file '/' is a folder: expected a regular file.
+    darkknowledge.errors.InputError: Data file '/' is a folder: expected a regular file.
     """
     import os
     import stat
 
     label = f"{what} {str(path)!r}"
     if str(path) == "":
-        raise ValueError(f"{what} must not be empty: expected the path of a file.")
+        raise InputError(f"{what} must not be empty: expected the path of a file.")
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
-        raise FileNotFoundError(f"{label} does not exist.") from None
+        raise MissingFileError(f"{label} does not exist.") from None
     except NotADirectoryError:
-        raise FileNotFoundError(f"{label} does not exist (a part of its path is a file, not a folder).") from None
+        raise MissingFileError(f"{label} does not exist (a part of its path is a file, not a folder).") from None
     if stat.S_ISDIR(mode):
-        raise ValueError(f"{label} is a folder: expected a regular file.")
+        raise InputError(f"{label} is a folder: expected a regular file.")
     if not stat.S_ISREG(mode):
         kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else (
             "a socket" if stat.S_ISSOCK(mode) else "a device")
-        raise ValueError(f"{label} is {kind}, not a regular file: expected a regular file.")
+        raise InputError(f"{label} is {kind}, not a regular file: expected a regular file.")
     return path
 
 

@@ -41,11 +41,14 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import math
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+
+from darkknowledge.errors import InputError
 
 __all__ = ["DIVERGENCES", "KernelUnavailableWarning", "STABLE_RANGE", "kernel_error", "label_error",
            "load_kernel", "rows_compiled", "rows_eager"]
@@ -74,6 +77,7 @@ _lock = threading.Lock()
 _kernel = None  # the loaded ctypes function, once loaded
 _kernel_error: str | None = None  # why it could not be loaded, once tried
 _pool: ThreadPoolExecutor | None = None  # row-block workers for large batches
+_pool_key = (0, 0)  # (pid, workers) of _pool
 
 
 def _library_path() -> Path:
@@ -120,12 +124,12 @@ def kernel_error() -> str | None:
     return _kernel_error
 
 
-def label_error(y: torch.Tensor, c: int, name: str = "target") -> ValueError:
+def label_error(y: torch.Tensor, c: int, name: str = "target") -> InputError:
     """The ValueError for class ids ``y`` (N,) outside ``[0, c)``: the range and the offending values."""
     bad = y[(y < 0) | (y >= c)]
     shown = ", ".join(str(v) for v in bad.unique()[:5].tolist())
     more = ", ..." if bad.unique().numel() > 5 else ""
-    return ValueError(f"{name} must hold class ids in [0, {c - 1}] (C = {c} classes), got "
+    return InputError(f"{name} must hold class ids in [0, {c - 1}] (C = {c} classes), got "
                       f"{bad.numel()} value(s) outside that range ({shown}{more}) instead.")
 
 
@@ -134,10 +138,13 @@ _PARALLEL_MIN_ELEMENTS = 1 << 16
 
 
 def _workers(threads: int) -> ThreadPoolExecutor:
-    global _pool
+    """The worker threads for row blocks: at least ``threads``, and this process's own (a pool
+    inherited through ``fork`` has no threads left in the child, so it is replaced)."""
+    global _pool, _pool_key
     with _lock:
-        if _pool is None or _pool._max_workers < threads:
+        if _pool is None or _pool_key[0] != os.getpid() or _pool_key[1] < threads:
             _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="darkknowledge-kd")
+            _pool_key = (os.getpid(), threads)
         return _pool
 
 

@@ -435,7 +435,7 @@ def _check_out_dir(out: Path, *, kind: str, force: bool = False, resume: bool = 
 def _cmd_train(args: argparse.Namespace) -> int:
     import time
 
-    from darkknowledge.checkpoint import atomic_write_json, save_model
+    from darkknowledge.checkpoint import atomic_write_json
     from darkknowledge.evaluate import evaluate_model
     from darkknowledge.experiment import load_splits
     from darkknowledge.models import build_model, count_parameters
@@ -463,9 +463,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         result = fit(model, data, seed=cfg.seed, out_dir=out, resume=args.resume, force=args.force,
                      device=args.device or cfg.device, amp=args.amp or cfg.amp, **cfg.train.fit_kwargs())
-        seconds = time.perf_counter() - start
-        if is_main_process():  # under torchrun only rank 0 writes
-            save_model(out, model, spec=getattr(model, "spec", None))
+        seconds = time.perf_counter() - start  # fit wrote model.safetensors / model.json (with its metadata)
         summary = {"config": cfg.model_dump(mode="json"), "params": count_parameters(model),
                    "best_epoch": result.best_epoch, "train_seconds": seconds}
         if data.X_test is not None:
@@ -502,22 +500,25 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from darkknowledge.config import ExperimentConfig, load_config
+    from darkknowledge.config import ExperimentConfig, load_config, with_overrides
     from darkknowledge.experiment import format_table, run_experiment
 
     cfg = load_config(args.config) if args.config else ExperimentConfig()
-    if args.seeds:
-        cfg = cfg.model_copy(update={"seeds": args.seeds})
-    if args.device:
-        cfg = cfg.model_copy(update={"device": args.device})
-    if args.amp:
-        cfg = cfg.model_copy(update={"amp": True})
+    overrides = {key: value for key, value in (("seeds", args.seeds), ("device", args.device),
+                                               ("amp", True if args.amp else None)) if value is not None}
+    if overrides:
+        cfg = with_overrides(cfg, **overrides)  # validated again: --seeds 0 0 is refused like seeds: [0, 0]
+    from darkknowledge.experiment import check_output_folder
     from darkknowledge.rundir import check_path
 
     out = check_path(args.out if args.out is not None else cfg.out_dir, name="--out")
     args.run_folder = out  # for the Ctrl-C message of main()
-    # run_experiment claims the folder (new, empty or a darkknowledge run, else --force) before any work
-    results = run_experiment(cfg, out_dir=out, force=args.force)
+    check_output_folder(out, force=args.force)  # a finished or incomplete run: --force
+    handle = _check_out_dir(out, kind="experiment", force=args.force)  # run_experiment claims it again (same process)
+    try:
+        results = run_experiment(cfg, out_dir=out, force=args.force)
+    finally:
+        handle.release()
     print()
     print(format_table(results["models"]))
     d = results["distillation"]

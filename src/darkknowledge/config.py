@@ -11,10 +11,11 @@ saved beside the results so a run can be repeated exactly.
 
 What a careless or hostile config gets, before any work is done:
 
-* YAML anchors and aliases (``&a`` / ``*a``, and ``<<`` merge keys) are refused: a few hundred
-  bytes of nested aliases expand to gigabytes. So is a key given twice in one mapping (YAML
-  lets the last win silently), nesting deeper than :data:`MAX_YAML_DEPTH` and a file larger
-  than :data:`MAX_CONFIG_BYTES`.
+* YAML aliases (``&a`` / ``*a``) may not expand the document past :data:`MAX_YAML_NODES`
+  values: a few hundred bytes of nested aliases would expand to gigabytes; it is counted
+  without expanding. ``<<`` merge keys, recursive aliases, a key given twice in one mapping
+  (YAML lets the last win silently), nesting deeper than :data:`MAX_YAML_DEPTH` and a file
+  larger than :data:`MAX_CONFIG_BYTES` are refused.
 * every number must be finite (no ``.nan`` / ``.inf``), seeds in ``[0, 2**32 - 1]`` and
   distinct, learning rates in ``(0, MAX_LR]``, epochs at most :data:`MAX_EPOCHS`; names and
   paths must not be empty.
@@ -43,6 +44,8 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from darkknowledge._checks import MAX_LR, TEMPERATURE_RANGE
+from darkknowledge.errors import InputError, InputTypeError, MissingFileError
 
 __all__ = [
     "ConfigError",
@@ -64,6 +67,7 @@ __all__ = [
     "check_config_against_data",
     "MAX_CONFIG_BYTES",
     "MAX_YAML_DEPTH",
+    "MAX_YAML_NODES",
     "MAX_SEED",
     "MAX_EPOCHS",
     "MAX_LR",
@@ -73,12 +77,12 @@ __all__ = [
 MAX_CONFIG_BYTES = 1 << 20
 #: Deepest nesting of YAML mappings / lists accepted (the shipped configs use 4).
 MAX_YAML_DEPTH = 32
+#: Most values (mappings, lists, scalars) a config may hold with its aliases written out.
+MAX_YAML_NODES = 100_000
 #: Seeds are ``0 .. 2**32 - 1``: what NumPy and scikit-learn accept as a ``random_state``.
 MAX_SEED = 2**32 - 1
 #: More epochs than this is a typo, not a plan.
 MAX_EPOCHS = 100_000
-#: A learning rate above this diverges at once with SGD (1e300 overflowed to inf in the first step).
-MAX_LR = 100.0
 #: Largest batch size, number of seeds, ensemble members, classes and similar counts.
 MAX_BATCH_SIZE = 1 << 24
 MAX_SEEDS = 1000
@@ -86,8 +90,8 @@ MAX_MEMBERS = 1000
 MAX_CLASSES = 100_000
 
 
-class ConfigError(ValueError):
-    """An invalid configuration: the message names the key and what was expected."""
+class ConfigError(InputError):
+    """An invalid configuration (a ``ValueError``): the message names the key and what was expected."""
 
 
 class _Strict(BaseModel):
@@ -100,22 +104,22 @@ def _check_text(what: str, value: str | None) -> str | None:
     if value is None:
         return None
     if not value.strip():
-        raise ValueError(f"{what} must not be empty, got {value!r} instead")
+        raise InputError(f"{what} must not be empty, got {value!r} instead")
     if "\x00" in value:
-        raise ValueError(f"{what} must not contain a NUL byte, got {value!r} instead")
+        raise InputError(f"{what} must not contain a NUL byte, got {value!r} instead")
     return value
 
 
 def _check_seed(what: str, seed: int) -> int:
     if not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"{what} must be an integer in [0, {MAX_SEED}], got {seed} instead")
+        raise InputError(f"{what} must be an integer in [0, {MAX_SEED}], got {seed} instead")
     return seed
 
 
 def _check_finite_tree(what: str, value: Any) -> None:
     """Every float in a nested structure of dicts / lists must be finite (model options)."""
     if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{what} must be a finite number, got {value!r} instead")
+        raise InputError(f"{what} must be a finite number, got {value!r} instead")
     if isinstance(value, dict):
         for key, item in value.items():
             _check_finite_tree(f"{what}.{key}", item)
@@ -186,7 +190,7 @@ class TrainConfig(_Strict):
     @model_validator(mode="after")
     def _warmup_within_epochs(self) -> TrainConfig:
         if self.warmup_epochs and self.warmup_epochs >= self.epochs:
-            raise ValueError(
+            raise InputError(
                 f"warmup_epochs must be < epochs={self.epochs}, got {self.warmup_epochs} instead"
             )
         return self
@@ -223,7 +227,7 @@ class StudentConfig(_Strict):
     @model_validator(mode="after")
     def _no_augment(self) -> StudentConfig:
         if self.train.augment is not None:
-            raise ValueError(
+            raise InputError(
                 "student.train.augment must be null: the cached soft targets are the teacher's outputs for "
                 "the unaugmented transfer set, so the distilled student cannot see augmented images "
                 "(and the student alone keeps the same recipe)"
@@ -235,7 +239,7 @@ def _distinct(what: str, values: list[Any]) -> list[Any]:
     seen: set[Any] = set()
     for v in values:
         if v in seen:
-            raise ValueError(f"every {what} must be listed once, got {v!r} twice in {values} instead")
+            raise InputError(f"every {what} must be listed once, got {v!r} twice in {values} instead")
         seen.add(v)
     return values
 
@@ -252,32 +256,35 @@ class SweepConfig(_Strict):
     @classmethod
     def _positive_temperatures(cls, v: list[float]) -> list[float]:
         if any(not (t > 0) for t in v):
-            raise ValueError(f"every temperature must be > 0, got {v}")
+            raise InputError(f"every temperature must be > 0, got {v}")
+        lo, hi = TEMPERATURE_RANGE
+        if any(not (lo <= t <= hi) for t in v):
+            raise InputError(f"every temperature must be in [{lo:g}, {hi:g}] (the loss's exact range)")
         return _distinct("temperature", v)
 
     @field_validator("alphas")
     @classmethod
     def _alphas_in_unit_interval(cls, v: list[float]) -> list[float]:
         if any(not (0.0 <= a <= 1.0) for a in v):
-            raise ValueError(f"every alpha must be in [0, 1], got {v}")
+            raise InputError(f"every alpha must be in [0, 1], got {v}")
         return _distinct("alpha", v)
 
     @field_validator("lrs")
     @classmethod
     def _positive_lrs(cls, v: list[float]) -> list[float]:
         if any(not (0 < lr <= MAX_LR) for lr in v):
-            raise ValueError(f"every learning rate must be in (0, {MAX_LR:g}], got {v}")
+            raise InputError(f"every learning rate must be in (0, {MAX_LR:g}], got {v}")
         return _distinct("learning rate", v)
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> SweepConfig:
         if bool(self.temperatures) != bool(self.alphas):
-            raise ValueError(
+            raise InputError(
                 "temperatures and alphas must both be empty (no sweep) or both list values, got "
                 f"temperatures {self.temperatures} and alphas {self.alphas} instead"
             )
         if self.lrs and not self.temperatures:
-            raise ValueError(
+            raise InputError(
                 f"lrs {self.lrs} has no effect without a sweep: expected temperatures and alphas to "
                 "list values, or lrs to be empty"
             )
@@ -296,6 +303,14 @@ class DistillConfig(_Strict):
     transfer_fraction: float = Field(1.0, gt=0.0, le=1.0)
     omit_class: int | None = Field(None, ge=0, lt=MAX_CLASSES)
     sweep: SweepConfig = Field(default_factory=SweepConfig)
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature_in_range(cls, t: float) -> float:
+        lo, hi = TEMPERATURE_RANGE
+        if not lo <= t <= hi:
+            raise InputError(f"temperature must be in [{lo:g}, {hi:g}] (the loss's exact range)")
+        return t
 
 
 class SoftTargetConfig(_Strict):
@@ -327,14 +342,14 @@ class ExperimentConfig(_Strict):
     @classmethod
     def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
         if not seeds:
-            raise ValueError("seeds must list at least one seed")
+            raise InputError("seeds must list at least one seed")
         if len(seeds) > MAX_SEEDS:
-            raise ValueError(f"seeds must list at most {MAX_SEEDS} seeds, got {len(seeds)} instead")
+            raise InputError(f"seeds must list at most {MAX_SEEDS} seeds, got {len(seeds)} instead")
         for seed in seeds:
             _check_seed("every seed", seed)
         twice = sorted({s for s in seeds if seeds.count(s) > 1})
         if twice:
-            raise ValueError(
+            raise InputError(
                 f"seeds must be distinct, got {seeds} instead ({', '.join(map(str, twice))} more "
                 "than once): a repeated seed repeats a run and understates the spread over seeds"
             )
@@ -415,16 +430,21 @@ def parse_config(raw: Any, model: type[_Strict] = ExperimentConfig) -> Any:
 
 
 class _ConfigLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` made strict: no anchors / aliases / merge keys, no key twice, bounded depth.
+    """``yaml.SafeLoader`` made strict: bounded alias expansion, no merge keys, no key twice, bounded depth.
 
-    Aliases are refused where they are composed, so a document of nested aliases ("billion
-    laughs") costs nothing; a duplicated key is refused with both line numbers.
+    It builds what ``yaml.safe_load(text)`` would (plain dicts, lists and scalars; no tag runs code),
+    or refuses. Anchors and aliases are allowed (``yaml.safe_dump`` writes them for shared
+    values), but the size the document would have with every alias written out is counted as
+    it is composed, without expanding anything, and over :data:`MAX_YAML_NODES` it is refused:
+    a document of nested aliases ("billion laughs") costs nothing. A recursive alias is refused
+    too, and a duplicated key with both line numbers.
     """
 
     def __init__(self, stream: str, label: str) -> None:
         super().__init__(stream)
         self._label = label
         self._depth = 0
+        self._sizes: dict[int, int] = {}  # id(node) -> its size with aliases expanded
 
     def _fail(self, mark: Any, what: str) -> ConfigError:
         line = f" line {mark.line + 1}" if mark is not None else ""
@@ -433,31 +453,42 @@ class _ConfigLoader(yaml.SafeLoader):
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent):
-            raise self._fail(
-                event.start_mark,
-                f"YAML aliases are not allowed in a config, got the alias *{event.anchor} instead; "
-                "write the values out (aliases can expand a small file to gigabytes).",
-            )
-        anchor = getattr(event, "anchor", None)
-        if anchor is not None:
-            raise self._fail(
-                event.start_mark,
-                f"YAML anchors are not allowed in a config, got the anchor &{anchor} instead; "
-                "write the values out (aliases can expand a small file to gigabytes).",
-            )
-        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            node = super().compose_node(parent, index)  # the anchored node itself, shared, not copied
+            if id(node) not in self._sizes:
+                raise self._fail(
+                    event.start_mark,
+                    f"the alias *{event.anchor} refers to a mapping or list that contains it: expected "
+                    "a structure that is not recursive.",
+                )
+            return node
+        nested = isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent))
+        if nested:
             self._depth += 1
-            try:
-                if self._depth > MAX_YAML_DEPTH:
-                    raise self._fail(
-                        event.start_mark,
-                        f"expected mappings and lists nested at most {MAX_YAML_DEPTH} deep, got "
-                        "deeper nesting instead.",
-                    )
-                return super().compose_node(parent, index)
-            finally:
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise self._fail(
+                    event.start_mark,
+                    f"expected mappings and lists nested at most {MAX_YAML_DEPTH} deep, got deeper nesting instead.",
+                )
+            node = super().compose_node(parent, index)
+        finally:
+            if nested:
                 self._depth -= 1
-        return super().compose_node(parent, index)
+        # the size the document would have with every alias written out, without writing any out
+        if isinstance(node, yaml.MappingNode):
+            size = 1 + sum(self._sizes.get(id(k), 1) + self._sizes.get(id(v), 1) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            size = 1 + sum(self._sizes.get(id(item), 1) for item in node.value)
+        else:
+            size = 1
+        if size > MAX_YAML_NODES:
+            raise self._fail(
+                event.start_mark,
+                f"expected at most {MAX_YAML_NODES} values with every alias written out, got {size} instead "
+                "(nested aliases multiply a small file's size).",
+            )
+        self._sizes[id(node)] = size
+        return node
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         if isinstance(node, yaml.MappingNode):
@@ -497,7 +528,7 @@ def load_yaml(path: str | Path, *, what: str = "Config file") -> Any:
     try:
         info = os.stat(path)  # stat, not open: opening a FIFO would block
     except FileNotFoundError:
-        raise FileNotFoundError(f"{label} does not exist.") from None
+        raise MissingFileError(f"{label} does not exist.") from None
     except OSError as exc:
         raise ConfigError(f"{label} cannot be read ({exc.strerror or exc}).") from None
     if stat.S_ISDIR(info.st_mode):
@@ -537,11 +568,11 @@ def load_config(path: str | Path, model: type[_Strict] = ExperimentConfig) -> An
 
     >>> import tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "c.yaml")
-    >>> _ = open(path, "w").write("a: &x [1]\\nb: *x\\n")
-    >>> load_config(path)
+    >>> _ = open(path, "w").write("seed: 1\\nseed: 2\\n")
+    >>> load_config(path, TrainRunConfig)
     Traceback (most recent call last):
     ...
-    darkknowledge.config.ConfigError: Config file '...c.yaml' line 1: YAML anchors are not allowed...
+    darkknowledge.config.ConfigError: Config file '...c.yaml' line 2: the key 'seed' appears twice in one mapping (first on line 1)...
     """
     return parse_config(load_yaml(path), model)
 
@@ -572,7 +603,7 @@ def with_overrides(cfg: _Strict, **updates: Any) -> Any:
     darkknowledge.config.ConfigError: Config key 'seeds'... seeds must be distinct, got [0, 0] instead...
     """
     if not isinstance(cfg, _Strict):
-        raise TypeError(f"cfg must be a config (ExperimentConfig, TrainRunConfig), got {type(cfg).__name__} instead.")
+        raise InputTypeError(f"cfg must be a config (ExperimentConfig, TrainRunConfig), got {type(cfg).__name__} instead.")
     return parse_config(_merge(cfg.model_dump(), updates), type(cfg))
 
 
@@ -588,7 +619,7 @@ def check_config_against_data(cfg: _Strict, *, num_classes: int) -> None:
     darkknowledge.config.ConfigError: Config key 'distill.omit_class' must be a class of the data, in [0, 9], got 12 instead.
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r} instead.")
+        raise InputError(f"num_classes must be an integer >= 1, got {num_classes!r} instead.")
     if isinstance(cfg, ExperimentConfig):
         omit = cfg.distill.omit_class
         if omit is not None and omit >= num_classes:

@@ -32,7 +32,8 @@ from torch import nn
 from darkknowledge._checks import check_in_range, check_one_of, check_positive_finite
 from darkknowledge.data._types import Splits
 from darkknowledge.losses import LossAndGradient, TrainingDistillationLoss
-from darkknowledge.train import FitResult, TrainingDivergedError, evaluate_loss_accuracy, fit
+from darkknowledge.rundir import check_path
+from darkknowledge.train import FitResult, TrainingDivergedError, content_fingerprint, evaluate_loss_accuracy, fit
 
 __all__ = [
     "DistillResult",
@@ -107,6 +108,7 @@ def resolve_teacher_logits(
     module = as_teacher(teacher)
     if cache_dir is None:
         return teacher_logits(module, X)
+    check_path(cache_dir, name="cache_dir")
     return cached_teacher_logits(module, X, cache_dir=cache_dir, dtype=dtype, top_k=top_k, split=split)
 
 
@@ -235,7 +237,12 @@ def distill(
             ReLUs); clipped at 5.0 it trained normally. Clipping costs a tiny student about a fifth
             of its epoch (docs/performance-distill.md).
         seed: seeds the minibatch order and dropout (as in ``fit``) and the transfer subset.
-        **fit_kwargs: passed to ``darkknowledge.train.fit`` (epochs, batch_size, lr, momentum, ...).
+        **fit_kwargs: passed to ``darkknowledge.train.fit`` (epochs, batch_size, lr, momentum,
+            ``out_dir``, ``resume``, ``force``, ...). With ``out_dir``, what defines the distillation --
+            a SHA-256 of the teacher's logits on the transfer set, ``temperature``, ``alpha``,
+            ``divergence``, ``transfer``, ``transfer_fraction``, ``omit_class`` -- is recorded in the
+            checkpoint (``fit``'s ``resume_key``), so ``resume=True`` with another teacher or other
+            settings is refused, naming the field.
 
     Returns:
         ``DistillResult``; the student holds the best-validation weights.
@@ -245,6 +252,8 @@ def distill(
     """
     temperature = check_positive_finite("temperature", temperature)
     alpha = check_in_range("alpha", alpha, 0.0, 1.0)
+    if cache_dir is not None:
+        check_path(cache_dir, name="cache_dir")
     check_one_of("divergence", divergence, ("kl", "reverse_kl", "js"))
     check_one_of("transfer", transfer, TRANSFER_KINDS)
     if fit_kwargs.get("augment") is not None:
@@ -290,6 +299,21 @@ def distill(
 
     def loss(logits: torch.Tensor, targets: torch.Tensor, index: torch.Tensor) -> LossAndGradient:
         return step_loss.value_and_grad(logits, rows_of(0, index), targets if use_labels else None)
+
+    if fit_kwargs.get("out_dir") is not None:  # what defines this run, checked by fit on resume (once, at start)
+        key = {
+            "kind": "distill",
+            "teacher_sha256": content_fingerprint(teacher_logits=soft),
+            "temperature": float(temperature),
+            "alpha": float(alpha),
+            "divergence": divergence,
+            "transfer": transfer,
+            "transfer_fraction": float(transfer_fraction),
+            "omit_class": omit_class,
+        }
+        if fit_kwargs.get("resume_key") is not None:
+            key["user"] = dict(fit_kwargs["resume_key"])
+        fit_kwargs = dict(fit_kwargs, resume_key=key)
 
     try:
         result = fit(student, transfer_data, loss=loss, seed=seed, max_grad_norm=max_grad_norm, **fit_kwargs)

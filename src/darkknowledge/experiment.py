@@ -23,7 +23,7 @@ from torch import nn
 
 import darkknowledge
 from darkknowledge.checkpoint import atomic_write_json, load_model, save_model
-from darkknowledge.config import DatasetConfig, ExperimentConfig
+from darkknowledge.config import DatasetConfig, ExperimentConfig, check_config_against_data
 from darkknowledge.data import load_dataset, prepare_splits
 from darkknowledge.data._types import Splits
 from darkknowledge.distill import distill, sweep
@@ -37,7 +37,7 @@ from darkknowledge.soft_targets import analyse_soft_targets, cached_teacher_logi
 from darkknowledge.teachers import Ensemble, bootstrap_indices, teacher_logits
 from darkknowledge.train import fit
 
-__all__ = ["run_experiment", "format_table", "load_splits", "OutputExistsError"]
+__all__ = ["run_experiment", "check_output_folder", "format_table", "load_splits", "OutputExistsError"]
 
 
 class OutputExistsError(RunFolderError):
@@ -152,6 +152,22 @@ def run_experiment(
     """Run the whole pipeline and return the results dict (also written to ``<out_dir>/results.json``)."""
     cfg = config or ExperimentConfig()
     out = check_path(out_dir if out_dir is not None else cfg.out_dir, name="out_dir")
+    check_output_folder(out, force=force)
+    # new, empty or a darkknowledge run folder (else force); no links inside; locked while the run lasts
+    handle = claim_run_dir(out, kind="experiment", force=force)
+    try:
+        return _run_experiment(cfg, out, log)
+    finally:
+        handle.release()
+
+
+def check_output_folder(out: Path, *, force: bool = False) -> None:
+    """Refuse (without ``force``) an output folder that holds a finished run, or an incomplete one.
+
+    Raises:
+        OutputExistsError: ``results.json`` is there, or the run folder holds the remains of a run
+            killed before its end (``run`` cannot resume: ``--force`` starts it over).
+    """
     if (out / "results.json").exists() and not force:
         raise OutputExistsError(f"output folder {str(out)!r} already holds a run (results.json); pass --force to overwrite it or choose another --out.")
     marker = read_marker(out) if out.is_dir() else None
@@ -162,12 +178,6 @@ def run_experiment(
                 f"output folder {str(out)!r} holds an incomplete run (no results.json; it holds "
                 f"{', '.join(repr(n) for n in left[:4])}); pass --force to start it over or choose another --out."
             )
-    # new, empty or a darkknowledge run folder (else force); no links inside; locked while the run lasts
-    handle = claim_run_dir(out, kind="experiment", force=force)
-    try:
-        return _run_experiment(cfg, out, log)
-    finally:
-        handle.release()
 
 
 def _run_experiment(cfg: ExperimentConfig, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
@@ -177,6 +187,7 @@ def _run_experiment(cfg: ExperimentConfig, out: Path, log: Callable[[str], None]
     # 1. data
     ds_cfg = cfg.dataset
     data, ds_name = load_splits(ds_cfg)
+    check_config_against_data(cfg, num_classes=data.num_classes)  # omit_class, top_k: before any training
     if data.X_test is None:
         raise ValueError(f"dataset {ds_cfg.name!r} has no test split; the run evaluates on a held-out test split.")
     if data.X_val is None:
@@ -189,9 +200,7 @@ def _run_experiment(cfg: ExperimentConfig, out: Path, log: Callable[[str], None]
     t0 = time.perf_counter()
     teacher, members, teacher_histories = _train_teacher(cfg, data, out, log)
     timing["teacher_seconds"] = time.perf_counter() - t0
-    if not cfg.teacher.run_dir and is_main_process():  # under torchrun only rank 0 writes
-        for i, member in enumerate(members or [teacher]):
-            save_model(out / "teacher" / (f"member-{i}" if members else "member-0"), member, spec=getattr(member, "spec", None))
+    # fit saved each trained member in teacher/member-<i>, with its metadata (best epoch, ...)
 
     # 3. soft targets, once
     t0 = time.perf_counter()
@@ -231,8 +240,6 @@ def _run_experiment(cfg: ExperimentConfig, out: Path, log: Callable[[str], None]
         res = fit(student, data, seed=seed, out_dir=out / "student-alone" / f"seed-{seed}", force=True, **train_kwargs)
         student.cpu()
         timing["student_alone_seconds"] += time.perf_counter() - t0
-        if is_main_process():
-            save_model(out / "student-alone" / f"seed-{seed}", student, spec=getattr(student, "spec", None))
         alone_rows.append(evaluate_model(student, data.X_test, data.y_test, teacher_logits=logits_test))
         alone_hist = alone_hist or res.history
 
@@ -244,8 +251,9 @@ def _run_experiment(cfg: ExperimentConfig, out: Path, log: Callable[[str], None]
                        seed=seed, out_dir=out / "student-distilled" / f"seed-{seed}", force=True, **kwargs)
         student.cpu()
         timing["student_distilled_seconds"] += time.perf_counter() - t0
-        if is_main_process():
-            save_model(out / "student-distilled" / f"seed-{seed}", student, spec=getattr(student, "spec", None))
+        if dres.bias_shift is not None and is_main_process():  # the bias moved after fit saved the student
+            save_model(out / "student-distilled" / f"seed-{seed}", student,
+                       metadata={**dres.fit.metadata(), "bias_shift": dres.bias_shift})
         distilled_rows.append(evaluate_model(student, data.X_test, data.y_test, teacher_logits=logits_test))
         distilled_hist = distilled_hist or dres.history
         log(f"seed {seed}: student alone {alone_rows[-1]['test_errors']} errors, "

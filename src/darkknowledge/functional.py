@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from darkknowledge._checks import check_in_range, check_one_of, check_positive_finite
+from darkknowledge.errors import InputError, InputTypeError
 from darkknowledge.info import _as_tensor, _common, _distribution, _Kind, _p_log_q, _restore
 
 __all__ = [
@@ -55,13 +56,13 @@ _REDUCTIONS = ("mean", "sum", "none")
 # --------------------------------------------------------------------------------------------
 def _check_dim(name: str, t: torch.Tensor, dim: Any) -> int:
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
-        raise TypeError(f"dim must be an integer, got {type(dim).__name__} instead.")
+        raise InputTypeError(f"dim must be an integer, got {type(dim).__name__} instead.")
     if t.ndim == 0 or t.numel() == 0:
-        raise ValueError(
+        raise InputError(
             f"{name} must be non-empty with at least one dimension, got shape {tuple(t.shape)} instead."
         )
     if not -t.ndim <= dim < t.ndim:
-        raise ValueError(
+        raise InputError(
             f"dim must be in [{-t.ndim}, {t.ndim - 1}] for {name} of shape {tuple(t.shape)}, "
             f"got {dim} instead."
         )
@@ -96,11 +97,11 @@ def _diagnose(logits: torch.Tensor, dim: int) -> None:
     """Raise the error that explains a NaN in softmax(logits); return if the logits are fine."""
     x = logits.detach()
     if torch.isnan(x).any():
-        raise ValueError("logits must not contain NaN.")
+        raise InputError("logits must not contain NaN.")
     if torch.isposinf(x).any():
-        raise ValueError("logits must not contain +inf (use -inf to mask a class).")
+        raise InputError("logits must not contain +inf (use -inf to mask a class).")
     if torch.isneginf(x).all(dim=dim).any():
-        raise ValueError(
+        raise InputError(
             f"logits must have at least one entry > -inf along dim {dim}; a row is all -inf "
             "(every class masked) and has no distribution."
         )
@@ -118,30 +119,30 @@ def _as_class_ids(name: str, target: Any, n: int, c: int, device: torch.device) 
     """Integer class ids of shape ``(n,)`` in ``[0, c)``, as an int64 tensor on ``device``."""
     y = target if isinstance(target, torch.Tensor) else torch.as_tensor(np.asarray(target))
     if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
-        raise TypeError(f"{name} must be integer class ids, got dtype {y.dtype} instead.")
+        raise InputTypeError(f"{name} must be integer class ids, got dtype {y.dtype} instead.")
     if tuple(y.shape) != (n,):
-        raise ValueError(f"{name} must have shape ({n},) to match N = {n}, got {tuple(y.shape)} instead.")
+        raise InputError(f"{name} must have shape ({n},) to match N = {n}, got {tuple(y.shape)} instead.")
     y = y.to(device=device, dtype=torch.int64)
     if n and (y.min() < 0 or y.max() >= c):
         bad = y[(y < 0) | (y >= c)][0].item()
-        raise ValueError(f"{name} must contain class ids in [0, {c - 1}], got {bad} instead.")
+        raise InputError(f"{name} must contain class ids in [0, {c - 1}], got {bad} instead.")
     return y
 
 
 def _check_2d(name: str, t: torch.Tensor) -> tuple[int, int]:
     if t.ndim != 2 or t.shape[0] == 0 or t.shape[1] == 0:
-        raise ValueError(f"{name} must have shape (N, C) with N, C >= 1, got {tuple(t.shape)} instead.")
+        raise InputError(f"{name} must have shape (N, C) with N, C >= 1, got {tuple(t.shape)} instead.")
     return int(t.shape[0]), int(t.shape[1])
 
 
 def _same_shape(input: Any, target: Any, input_name: str = "input"):
     a, b, kind = _common(_as_tensor(input_name, input), _as_tensor("target", target))
     if a.shape != b.shape:
-        raise ValueError(
+        raise InputError(
             f"target must have the same shape as {input_name} {tuple(a.shape)}, got {tuple(b.shape)} instead."
         )
     if a.numel() == 0:
-        raise ValueError(f"{input_name} must be non-empty, got shape {tuple(a.shape)} instead.")
+        raise InputError(f"{input_name} must be non-empty, got shape {tuple(a.shape)} instead.")
     return a, b, kind
 
 
@@ -272,19 +273,19 @@ def binary_cross_entropy(
     """
     reduction = check_one_of("reduction", reduction, _REDUCTIONS)
     if not isinstance(from_logits, bool):
-        raise TypeError(f"from_logits must be True or False, got {from_logits!r} instead.")
+        raise InputTypeError(f"from_logits must be True or False, got {from_logits!r} instead.")
     x, y, kind = _same_shape(input, target)
     yd = y.detach()
     if torch.isnan(yd).any() or (yd < 0).any() or (yd > 1).any():
-        raise ValueError("target must contain values in [0, 1] (labels or soft targets).")
+        raise InputError("target must contain values in [0, 1] (labels or soft targets).")
     if from_logits:
         if not torch.isfinite(x.detach()).all():
-            raise ValueError("input must contain finite logits (pass from_logits=False for probabilities).")
+            raise InputError("input must contain finite logits (pass from_logits=False for probabilities).")
         loss = x.clamp(min=0) - x * y + torch.log1p(torch.exp(-x.abs()))
     else:
         xd = x.detach()
         if torch.isnan(xd).any() or (xd < 0).any() or (xd > 1).any():
-            raise ValueError("input must contain probabilities in [0, 1] when from_logits=False.")
+            raise InputError("input must contain probabilities in [0, 1] when from_logits=False.")
         loss = 0.0 - (_p_log_q(y, x) + _p_log_q(1 - y, 1 - x))
     return _restore(_reduce(loss, reduction), kind)
 
@@ -328,7 +329,7 @@ def cross_entropy(
     else:  # (N, C) one-hot or soft probabilities
         tp, tkind = _as_tensor("target", target)
         if tuple(tp.shape) != (n, c):
-            raise ValueError(
+            raise InputError(
                 f"target must have shape (N,) = ({n},) of class ids or (N, C) = ({n}, {c}) of "
                 f"probabilities, got {tuple(tp.shape)} instead."
             )
@@ -364,7 +365,7 @@ def nll_loss(log_probs: Any, target: Any, *, reduction: str = "mean") -> Any:
     n, c = _check_2d("log_probs", lp)
     lpd = lp.detach()
     if torch.isnan(lpd).any() or (lpd > 0).any():
-        raise ValueError(
+        raise InputError(
             "log_probs must contain log-probabilities (<= 0, not NaN); pass log_softmax(logits), "
             "or use cross_entropy for logits."
         )
@@ -413,23 +414,23 @@ def hinge_loss(
     reduction = check_one_of("reduction", reduction, _REDUCTIONS)
     s, kind = _as_tensor("scores", scores)
     if s.numel() and not torch.isfinite(s.detach()).all():
-        raise ValueError("scores must be finite.")
+        raise InputError("scores must be finite.")
     if s.ndim == 1:
         if s.numel() == 0:
-            raise ValueError("scores must be non-empty, got shape (0,) instead.")
+            raise InputError("scores must be non-empty, got shape (0,) instead.")
         y, _ = _as_tensor("target", target)
         if tuple(y.shape) != tuple(s.shape):
-            raise ValueError(
+            raise InputError(
                 f"target must have the same shape as scores {tuple(s.shape)}, got {tuple(y.shape)} instead."
             )
         y = y.to(device=s.device, dtype=s.dtype)
         if not ((y == 1) | (y == -1)).all():
-            raise ValueError("target must contain only -1 and +1 labels for binary (1-D) scores.")
+            raise InputError("target must contain only -1 and +1 labels for binary (1-D) scores.")
         loss = (m - y * s).clamp(min=0)  # (N,)
         return _restore(_reduce(loss, reduction), kind)
     n, c = _check_2d("scores", s)
     if c < 2:
-        raise ValueError(
+        raise InputError(
             f"scores must have C >= 2 classes for the multi-class hinge loss, got C = {c} instead."
         )
     y = _as_class_ids("target", target, n, c, s.device)

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from darkknowledge._checks import check_positive_finite
+from darkknowledge.errors import InputError, InputTypeError
 
 __all__ = [
     "self_information",
@@ -79,7 +80,7 @@ def _as_tensor(name: str, x: Any) -> tuple[torch.Tensor, _Kind]:
     """
     if isinstance(x, torch.Tensor):
         if x.is_complex():
-            raise TypeError(f"{name} must be a real tensor, got dtype {x.dtype} instead.")
+            raise InputTypeError(f"{name} must be a real tensor, got dtype {x.dtype} instead.")
         t = x if x.is_floating_point() else x.to(torch.get_default_dtype())
         out = t.dtype
         if t.dtype in _HALF:
@@ -88,7 +89,7 @@ def _as_tensor(name: str, x: Any) -> tuple[torch.Tensor, _Kind]:
     if isinstance(x, (np.ndarray, np.generic)):
         arr = np.asarray(x)
         if arr.dtype.kind not in "biuf":
-            raise TypeError(f"{name} must be an array of real numbers, got dtype {arr.dtype} instead.")
+            raise InputTypeError(f"{name} must be an array of real numbers, got dtype {arr.dtype} instead.")
         out = np.dtype(np.float32) if arr.dtype == np.float32 else np.dtype(np.float64)
         compute = np.float32 if out == np.float32 else np.float64
         return torch.from_numpy(np.array(arr, dtype=compute)), _Kind("numpy", out)
@@ -96,11 +97,11 @@ def _as_tensor(name: str, x: Any) -> tuple[torch.Tensor, _Kind]:
         try:
             arr = np.array(x, dtype=np.float64)
         except (TypeError, ValueError):
-            raise TypeError(
+            raise InputTypeError(
                 f"{name} must be a (nested, rectangular) list of numbers, got {x!r:.80} instead."
             ) from None
         return torch.from_numpy(arr), _Kind("list", np.dtype(np.float64))
-    raise TypeError(
+    raise InputTypeError(
         f"{name} must be a list of numbers, a NumPy array or a torch tensor, "
         f"got {type(x).__name__} instead."
     )
@@ -138,20 +139,20 @@ def _log_base(base: Any) -> float:
     """``ln(base)``, the divisor that turns nats into units of ``base``."""
     b = check_positive_finite("base", base)
     if b == 1.0:
-        raise ValueError("base must be a finite number > 0 other than 1, got 1 instead.")
+        raise InputError("base must be a finite number > 0 other than 1, got 1 instead.")
     return math.log(b)
 
 
 def _check_axis(name: str, t: torch.Tensor, axis: Any) -> int:
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-        raise TypeError(f"axis must be an integer, got {type(axis).__name__} instead.")
+        raise InputTypeError(f"axis must be an integer, got {type(axis).__name__} instead.")
     if t.ndim == 0:
-        raise ValueError(
+        raise InputError(
             f"{name} must have at least one dimension (the distribution lies along axis), "
             "got a scalar instead."
         )
     if not -t.ndim <= axis < t.ndim:
-        raise ValueError(
+        raise InputError(
             f"axis must be in [{-t.ndim}, {t.ndim - 1}] for {name} of shape {tuple(t.shape)}, "
             f"got {axis} instead."
         )
@@ -161,16 +162,16 @@ def _check_axis(name: str, t: torch.Tensor, axis: Any) -> int:
 def _check_entries(name: str, t: torch.Tensor) -> None:
     """Non-empty, no NaN, no ±inf, no negative entries (two reductions; diagnosis only on failure)."""
     if t.numel() == 0:
-        raise ValueError(f"{name} must be non-empty, got shape {tuple(t.shape)} instead.")
+        raise InputError(f"{name} must be non-empty, got shape {tuple(t.shape)} instead.")
     d = t.detach()
     lowest = d.min()
     if torch.isnan(lowest) or not torch.isfinite(d.sum()):
         if torch.isnan(d).any():
-            raise ValueError(f"{name} must not contain NaN.")
+            raise InputError(f"{name} must not contain NaN.")
         if torch.isinf(d).any():
-            raise ValueError(f"{name} must contain finite probabilities, got an infinite entry instead.")
+            raise InputError(f"{name} must contain finite probabilities, got an infinite entry instead.")
     if lowest < 0:
-        raise ValueError(f"{name} must be non-negative, got a minimum of {lowest.item()!r} instead.")
+        raise InputError(f"{name} must be non-negative, got a minimum of {lowest.item()!r} instead.")
 
 
 def _distribution(name: str, t: torch.Tensor, axis: int, normalize: bool, half: bool) -> torch.Tensor:
@@ -183,7 +184,7 @@ def _distribution(name: str, t: torch.Tensor, axis: int, normalize: bool, half: 
         # for any constant m, so values and gradients are those of t / sum(t).
         peak = t.detach().amax(dim=axis, keepdim=True)  # (..., 1, ...) row maxima
         if (peak == 0).any():
-            raise ValueError(
+            raise InputError(
                 f"{name} must have a positive sum along axis {axis} to be normalised, "
                 "got a row of zeros instead."
             )
@@ -194,7 +195,7 @@ def _distribution(name: str, t: torch.Tensor, axis: int, normalize: bool, half: 
     worst = (total.detach() - 1).abs().max().item()
     if worst > tol:
         bad = total.detach().flatten()[(total.detach() - 1).abs().flatten().argmax()].item()
-        raise ValueError(
+        raise InputError(
             f"{name} must sum to 1 along axis {axis} (within {tol:g}) when normalize=False, "
             f"got a sum of {bad!r} instead."
         )
@@ -203,7 +204,7 @@ def _distribution(name: str, t: torch.Tensor, axis: int, normalize: bool, half: 
 
 def _check_normalize(normalize: Any) -> bool:
     if not isinstance(normalize, bool):
-        raise TypeError(f"normalize must be True or False, got {normalize!r} instead.")
+        raise InputTypeError(f"normalize must be True or False, got {normalize!r} instead.")
     return normalize
 
 
@@ -212,7 +213,7 @@ def _pair(p: Any, q: Any, axis: Any, normalize: Any):
     normalize = _check_normalize(normalize)
     tp, tq, kind = _common(_as_tensor("p", p), _as_tensor("q", q))
     if tp.shape != tq.shape:
-        raise ValueError(
+        raise InputError(
             f"q must have the same shape as p {tuple(tp.shape)}, got {tuple(tq.shape)} instead."
         )
     ax = _check_axis("p", tp, axis)
@@ -270,7 +271,7 @@ def self_information(p: Any, *, base: float = 2, normalize: bool = False, axis: 
     else:
         _check_entries("p", t)
         if (t.detach() > 1).any():
-            raise ValueError(
+            raise InputError(
                 f"p must be probabilities in [0, 1], got a maximum of {t.detach().max().item()!r} "
                 "instead (pass normalize=True to normalise a distribution)."
             )

@@ -67,7 +67,14 @@ import torch
 from torch import nn
 
 from darkknowledge import _fused_kd
-from darkknowledge._checks import check_in_range, check_one_of, check_positive_finite, check_positive_int
+from darkknowledge._checks import (
+    TEMPERATURE_RANGE,
+    check_in_range,
+    check_one_of,
+    check_positive_finite,
+    check_positive_int,
+)
+from darkknowledge.errors import InputError, InputTypeError
 
 __all__ = ["BACKENDS", "DIVERGENCES", "REDUCTIONS", "TEMPERATURE_RANGE", "DistillationLoss",
            "LossAndGradient", "TrainingDistillationLoss", "check_temperature", "distillation_loss"]
@@ -76,7 +83,6 @@ DIVERGENCES = _fused_kd.DIVERGENCES
 REDUCTIONS = ("mean", "sum", "none")
 BACKENDS = ("auto", "eager", "compiled")
 #: The temperatures the loss is computed for (exact across it; refused outside it).
-TEMPERATURE_RANGE = (1e-6, 1e30)
 
 # Eager path: rows per chunk so that one (chunk, C) temporary holds about this many elements.
 _CHUNK_ELEMENTS = 1 << 18
@@ -88,7 +94,7 @@ def _as_tensor(name: str, x) -> torch.Tensor:
     if isinstance(x, np.ndarray):
         return torch.from_numpy(x)
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(x).__name__} instead.")
+        raise InputTypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(x).__name__} instead.")
     return x
 
 
@@ -98,25 +104,25 @@ def _validate(student, teacher, target):
     t = _as_tensor("teacher_logits", teacher)
     for name, x in (("student_logits", s), ("teacher_logits", t)):
         if not x.is_floating_point():
-            raise TypeError(f"{name} must have a floating dtype, got {x.dtype} instead.")
+            raise InputTypeError(f"{name} must have a floating dtype, got {x.dtype} instead.")
     if s.ndim == 0 or s.numel() == 0:
-        raise ValueError(
+        raise InputError(
             f"student_logits must have shape (..., C) with at least one row and one class, "
             f"got {tuple(s.shape)} instead.")
     if t.shape != s.shape:
-        raise ValueError(
+        raise InputError(
             f"teacher_logits must have the same shape as student_logits {tuple(s.shape)}, "
             f"got {tuple(t.shape)} instead.")
     if t.device != s.device:
-        raise ValueError(f"teacher_logits must be on the device of student_logits ({s.device}), "
+        raise InputError(f"teacher_logits must be on the device of student_logits ({s.device}), "
                          f"got {t.device} instead.")
     y = None
     if target is not None:
         y = _as_tensor("target", target)
         if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-            raise TypeError(f"target must hold integer class ids (int64), got {y.dtype} instead.")
+            raise InputTypeError(f"target must hold integer class ids (int64), got {y.dtype} instead.")
         if y.shape != s.shape[:-1]:
-            raise ValueError(f"target must have shape {tuple(s.shape[:-1])} (the leading dims of "
+            raise InputError(f"target must have shape {tuple(s.shape[:-1])} (the leading dims of "
                              f"the logits), got {tuple(y.shape)} instead.")
         if y.dtype != torch.int64 or y.device != s.device:
             y = y.to(device=s.device, dtype=torch.int64)
@@ -140,7 +146,7 @@ def check_temperature(temperature) -> float:
     t = check_positive_finite("temperature", temperature)
     lo, hi = TEMPERATURE_RANGE
     if not lo <= t <= hi:
-        raise ValueError(f"temperature must be in [{lo:g}, {hi:g}], got {temperature!r} instead.")
+        raise InputError(f"temperature must be in [{lo:g}, {hi:g}], got {temperature!r} instead.")
     return t
 
 
@@ -173,16 +179,17 @@ def _diagnose_nan(s: torch.Tensor, t: torch.Tensor) -> None:
     """Raise a ValueError that says which input made the loss NaN."""
     for name, x in (("student_logits", s), ("teacher_logits", t)):
         if torch.isnan(x).any():
-            raise ValueError(f"{name} must not contain NaN, got {int(torch.isnan(x).sum())} NaN "
+            raise InputError(f"{name} must not contain NaN, got {int(torch.isnan(x).sum())} NaN "
                              f"value(s) instead.")
         if torch.isposinf(x).any():
-            raise ValueError(f"{name} must not contain +inf, got {int(torch.isposinf(x).sum())} "
+            raise InputError(f"{name} must not contain +inf, got {int(torch.isposinf(x).sum())} "
                              f"+inf value(s) instead.")
         dead = torch.isneginf(x).all(dim=-1)
         if dead.any():
-            raise ValueError(f"{name} must have a finite logit in every row, got "
+            raise InputError(f"{name} must have a finite logit in every row, got "
                              f"{int(dead.sum())} row(s) of all -inf instead.")
-    raise ValueError("the distillation loss is NaN for finite inputs; please report this.")
+    raise RuntimeError("the distillation loss is NaN for finite inputs; this is a bug in darkknowledge, "
+                       "please report it.")
 
 
 class _FusedDistillation(torch.autograd.Function):

@@ -36,6 +36,7 @@ import json
 import mmap
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,7 +47,9 @@ import torch
 
 from darkknowledge._checks import check_one_of, check_positive_int
 from darkknowledge.data.batches import gather_rows
-from darkknowledge.soft_targets import CACHE_DTYPES, compress_top_k, dense_logits
+from darkknowledge.checkpoint import NotARegularFileError, describe_file_type, read_regular_bytes
+from darkknowledge.rundir import check_entries, check_path
+from darkknowledge.soft_targets import CACHE_DTYPES, check_storable, compress_top_k, dense_logits
 from darkknowledge.teachers import as_teacher
 
 __all__ = [
@@ -61,6 +64,17 @@ _FORMAT = "darkknowledge-soft-targets-npy"
 _VERSION = "1"
 _SUFFIX = ".npyset"
 _NP_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+def _load_npy(path: Path, **kwargs: Any) -> np.ndarray:
+    """``np.load(path, allow_pickle=False, ...)`` of a regular file only: a FIFO would block forever."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist.") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise NotARegularFileError(f"{path} is {describe_file_type(st.st_mode)}, not a regular .npy file.")
+    return np.load(path, allow_pickle=False, **kwargs)
 
 
 def _check_rows(name: str, X: Any) -> None:
@@ -194,10 +208,11 @@ def stream_teacher_logits(
     if not isinstance(split, str) or not split:
         raise TypeError(f"split must be a non-empty string, got {split!r} instead.")
     _check_rows("X", X)
+    root = check_path(cache_dir, name="cache_dir")  # "" is refused; the folder is shared, not claimed
     module = as_teacher(teacher)
     key = stream_fingerprint(module, X, block_rows=block_rows, split=split, dtype=dtype, top_k=top_k, layout="npy")
-    root = Path(cache_dir)
     final = root / f"{key}{_SUFFIX}"
+    check_entries(root, [f"{final.name}/"])  # a link or a FIFO there is refused, never followed or replaced
     if final.is_dir():
         try:
             reader = MemmapSoftTargets(final, release_every=release_every)
@@ -234,9 +249,14 @@ def stream_teacher_logits(
                         writers["topk_indices"] = _NpyWriter(tmp / "topk_indices.npy", (n, top_k), np.int64)
                         writers["rest_logsumexp"] = _NpyWriter(tmp / "rest_logsumexp.npy", (n,), store)
                 if top_k is None:
+                    if dtype == "float16":
+                        check_storable("logits", z, z.half(), dtype)
                     writers["logits"].write(z.numpy())
                 else:
                     values, indices, rest = compress_top_k(z, k=top_k)  # (b, k), (b, k), (b,)
+                    if dtype == "float16":
+                        check_storable("logits", values, values.half(), dtype)
+                        check_storable("logits' log-sum-exp", rest, rest.half(), dtype)
                     writers["topk_values"].write(values.numpy())
                     writers["topk_indices"].write(indices.numpy())
                     writers["rest_logsumexp"].write(rest.numpy())
@@ -284,9 +304,9 @@ class MemmapSoftTargets:
         check_positive_int("release_every", release_every)
         self.release_every = release_every
         meta_path = self.folder / "meta.json"
-        if not meta_path.is_file():
+        if not os.path.lexists(meta_path):
             raise FileNotFoundError(f"folder {str(self.folder)!r} holds no meta.json (not a soft-target .npyset).")
-        self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        self.meta = json.loads(read_regular_bytes(meta_path).decode("utf-8"))
         if self.meta.get("format") != _FORMAT:
             raise ValueError(f"{meta_path} is not a {_FORMAT} file.")
         self.fingerprint: str = self.meta["fingerprint"]
@@ -295,8 +315,9 @@ class MemmapSoftTargets:
         self.shape = (int(self.meta["rows"]), int(self.meta["num_classes"]))
         self._maps: dict[str, np.ndarray] | None = None
         self._gathers = 0
+        check_entries(self.folder, ["meta.json", *(f"{name}.npy" for name in self.meta["arrays"])])  # no links, no FIFOs
         for name, info in self.meta["arrays"].items():  # cheap structural check
-            arr = np.load(self.folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+            arr = _load_npy(self.folder / f"{name}.npy", mmap_mode="r")
             if list(arr.shape) != info["shape"] or arr.dtype.str != info["dtype"]:
                 raise ValueError(f"{name}.npy has shape {arr.shape} and dtype {arr.dtype.str}, "
                                  f"meta.json says {info['shape']} and {info['dtype']}.")
@@ -404,36 +425,6 @@ def open_npy_splits(folder: str | os.PathLike[str], *, class_names: list[str] | 
         >>> type(s.X_train).__name__, s.input_shape, s.num_classes
         ('memmap', (3,), 2)
     """
-    from darkknowledge.data._types import Splits
+    from darkknowledge.data import open_npy_folder
 
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f"folder {str(root)!r} does not exist (expected X_train.npy and y_train.npy in it).")
-    arrays: dict[str, Any] = {}
-    for split in ("train", "val", "test"):
-        x_path, y_path = root / f"X_{split}.npy", root / f"y_{split}.npy"
-        if x_path.is_file() != y_path.is_file():
-            raise FileNotFoundError(f"{x_path.name} and {y_path.name} must both exist in {str(root)!r} or neither.")
-        if not x_path.is_file():
-            if split == "train":
-                raise FileNotFoundError(f"folder {str(root)!r} holds no X_train.npy and y_train.npy.")
-            arrays[f"X_{split}"] = arrays[f"y_{split}"] = None
-            continue
-        X = np.load(x_path, mmap_mode="r", allow_pickle=False)
-        y = np.load(y_path, allow_pickle=False)
-        if X.ndim < 2 or X.dtype != np.float32:
-            raise ValueError(f"{x_path.name} must hold float32 features of shape (N, ...), got {X.dtype} {X.shape} instead.")
-        if y.ndim != 1 or y.dtype.kind not in "iu" or len(y) != len(X):
-            raise ValueError(f"{y_path.name} must hold {len(X)} integer labels, got {y.dtype} {y.shape} instead.")
-        if len(y) and y.min() < 0:
-            raise ValueError(f"{y_path.name} must hold class ids >= 0, got {int(y.min())} instead.")
-        arrays[f"X_{split}"] = X
-        arrays[f"y_{split}"] = torch.from_numpy(y.astype(np.int64))
-    if class_names is None:
-        num_classes = int(arrays["y_train"].max()) + 1
-        class_names = [str(c) for c in range(num_classes)]
-    # validation / test splits are small enough to evaluate from memory-resident tensors
-    for split in ("val", "test"):
-        if arrays[f"X_{split}"] is not None:
-            arrays[f"X_{split}"] = torch.from_numpy(np.array(arrays[f"X_{split}"]))
-    return Splits(class_names=list(class_names), **arrays)
+    return open_npy_folder(folder, class_names=class_names)  # one reader, every file checked

@@ -96,6 +96,10 @@ class RunFolderBusyError(RunFolderError):
     """Another process holds the run folder's lock; the message names its PID."""
 
 
+def _is_marker_temp(name: str) -> bool:
+    return name.startswith(f"{MARKER}.") and bool(_TEMP_NAME.match(name))
+
+
 def check_path(path: Any, *, name: str = "out_dir") -> Path:
     """``path`` as a ``Path``; an empty string (the current folder, by accident) is refused.
 
@@ -138,7 +142,7 @@ def check_entries(folder: Path, names: Iterable[str]) -> None:
                     target = "?"
                 raise RunFolderError(
                     f"{p} is a symbolic link (to {target!r}); darkknowledge never writes, replaces or deletes "
-                    "through a link inside a run folder. Remove the link (or put a real "
+                    "through a link inside a run or cache folder. Remove the link (or put a real "
                     f"{'folder' if want_dir or i < len(parts) - 1 else 'file'} there) and run again."
                 )
             is_last = i == len(parts) - 1
@@ -324,7 +328,8 @@ def _claim_here(folder: Path, *, kind: str, force: bool, resume: bool, cli: bool
         )
     if st is not None:
         try:
-            entries = sorted(os.listdir(folder))
+            # a lock, or the marker's temporary file, alone: a claim under way (or killed half-way)
+            entries = sorted(e for e in os.listdir(folder) if e != LOCK and not _is_marker_temp(e))
         except OSError as exc:
             raise _unusable(folder, exc) from None
         marker = read_marker(folder)
@@ -340,14 +345,14 @@ def _claim_here(folder: Path, *, kind: str, force: bool, resume: bool, cli: bool
                 f"choose another folder, or pass {force_flag} to write into it anyway."
             )
     check_entries(folder, files)
+    if kind == "fit":  # before the lock, so that a refusal changes nothing
+        _check_resume_point(folder, resume=resume, force=force, cli=cli)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _unusable(folder, exc) from None
     handle = _lock(folder)
     try:
-        if kind == "fit":
-            _check_resume_point(folder, resume=resume, force=force, cli=cli)
         marker = read_marker(folder)
         if marker is None or marker.get("kind") != kind:
             from darkknowledge import __version__

@@ -45,6 +45,8 @@ import torch
 
 from darkknowledge._checks import check_one_of, check_positive_finite, check_positive_int
 from darkknowledge.checkpoint import atomic_write_bytes
+from darkknowledge.errors import InputError
+from darkknowledge.rundir import check_entries, check_path
 from darkknowledge.distributed import (
     all_gather_rows,
     all_reduce_sum,
@@ -72,6 +74,28 @@ _FORMAT = "darkknowledge-soft-targets"
 _FORMAT_VERSION = "1"
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 _LN2 = math.log(2.0)
+_FLOAT16_MAX = float(torch.finfo(torch.float16).max)  # 65504
+
+
+def check_storable(name: str, values: torch.Tensor, stored: torch.Tensor, dtype: str) -> None:
+    """Refuse ``stored`` (``values`` cast to the storage ``dtype``) if the cast turned a finite value into inf.
+
+    float16 holds at most 65504; a teacher whose logits go past it would be cached as inf.
+
+    >>> z = torch.tensor([1.0, 7e4])
+    >>> check_storable("logits", z, z.half(), "float16")
+    Traceback (most recent call last):
+    ...
+    darkknowledge.errors.InputError: the teacher's logits reach |z| = 7e+04, above float16's largest value 65504, so a float16 soft-target cache would hold inf; store them as float32 (dtype='float32'; soft_targets.dtype: float32 in a run config).
+    """
+    lost = torch.isfinite(values) & ~torch.isfinite(stored)
+    if bool(lost.any()):
+        biggest = float(values[lost].abs().max())
+        raise InputError(
+            f"the teacher's {name} reach |z| = {biggest:.4g}, above {dtype}'s largest value {_FLOAT16_MAX:g}, so a "
+            f"{dtype} soft-target cache would hold inf; store them as float32 (dtype='float32'; "
+            "soft_targets.dtype: float32 in a run config)."
+        )
 
 
 class CacheCorruptionWarning(UserWarning):
@@ -277,7 +301,9 @@ class SoftTargetCache:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         if not isinstance(root, (str, os.PathLike)):
             raise TypeError(f"root must be a path (str or os.PathLike), got {type(root).__name__} instead.")
-        self.root = Path(root)
+        # a cache folder is shared by design (not claimed like a run folder): only "" is refused here,
+        # and links or special files at an entry's path when it is read or written
+        self.root = check_path(root, name="cache_dir")
         self.hits = 0
         self.misses = 0
         self.rebuilt = 0
@@ -312,6 +338,7 @@ class SoftTargetCache:
         module = as_teacher(teacher)
         key = fingerprint(module, X, split=split, dtype=dtype, top_k=top_k)
         path = self.path_for(key)
+        check_entries(self.root, [path.name])  # never read a FIFO (it blocks) nor write through a link
         world = get_world_size()
         # rank 0 verifies an existing file; with several ranks it tells the others what it found
         stored = self._load(path, key) if path.exists() and is_main_process() else None
@@ -364,16 +391,21 @@ class SoftTargetCache:
     def _encode(logits: torch.Tensor, *, dtype: str, top_k: int | None) -> dict[str, torch.Tensor]:
         store = _TORCH_DTYPES[dtype]
         if top_k is None:
-            return {"logits": logits.to(store).contiguous()}
+            stored = logits.to(store).contiguous()
+            check_storable("logits", logits, stored, dtype)
+            return {"logits": stored}
         if top_k > logits.shape[1]:
             raise ValueError(
                 f"top_k must be at most the number of classes ({logits.shape[1]}), got {top_k} instead."
             )
         values, indices, rest = compress_top_k(logits, k=top_k)
+        stored_values, stored_rest = values.to(store).contiguous(), rest.to(store).contiguous()
+        check_storable("logits", values, stored_values, dtype)
+        check_storable("logits' log-sum-exp", rest, stored_rest, dtype)
         return {
-            "topk_values": values.to(store).contiguous(),
+            "topk_values": stored_values,
             "topk_indices": indices.contiguous(),
-            "rest_logsumexp": rest.to(store).contiguous(),
+            "rest_logsumexp": stored_rest,
         }
 
     @staticmethod
@@ -426,7 +458,8 @@ def cached_teacher_logits(
         X: ``(N, *input_shape)`` transfer-set inputs.
         cache_dir: the cache folder (created if missing).
         dtype: storage dtype, ``"float32"`` or ``"float16"`` (half the disk; values rounded
-            to float16, i.e. a relative error ``<= 2**-11``); always returned as float32.
+            to float16, i.e. a relative error ``<= 2**-11``; logits beyond float16's 65504 are
+            refused with a clear error rather than stored as inf); always returned as float32.
         top_k: ``None`` to store all ``C`` logits, or keep the ``k`` largest per row (for many
             classes) and rebuild with :func:`dense_logits` (top-k probabilities exact at
             ``T = 1``, the rest spread uniformly).

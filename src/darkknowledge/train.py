@@ -75,7 +75,7 @@ from torch import nn
 from tqdm import tqdm
 
 from darkknowledge.augment import ImageAugment, resolve_augment
-from darkknowledge._checks import check_in_range, check_one_of, check_positive_finite, check_positive_int
+from darkknowledge._checks import MAX_LR, check_in_range, check_one_of, check_positive_finite, check_positive_int
 from darkknowledge.checkpoint import (
     MODEL_JSON,
     MODEL_WEIGHTS,
@@ -132,10 +132,6 @@ _RESUME_HINTS = {
 }
 
 
-#: The largest learning rate ``fit`` accepts; anything above only diverges (and past ~3e38 overflows float32).
-MAX_LR = 1e6
-
-
 class TrainingDivergedError(ValueError):
     """The training loss became NaN or infinite; the message names the epoch, step and learning rate."""
 
@@ -170,6 +166,12 @@ class FitResult:
     epochs_run: int = 0
     stopped_early: bool = False
     out_dir: str | None = None
+
+    def metadata(self) -> dict[str, Any]:
+        """What ``fit`` records in the run folder's ``model.json`` (``metadata``) beside the weights."""
+        return {"best_epoch": self.best_epoch, "best_val_loss": self.best_val_loss,
+                "best_val_accuracy": self.best_val_accuracy, "epochs_run": self.epochs_run,
+                "stopped_early": self.stopped_early}
 
 
 # ----------------------------------------------------------------------------- losses and metrics
@@ -800,17 +802,7 @@ def fit(
         result.train_seconds = sum(h["seconds"] for h in result.history)
         model.eval()
         if run is not None and main:
-            save_model(
-                run,
-                model,
-                metadata={
-                    "best_epoch": result.best_epoch,
-                    "best_val_loss": result.best_val_loss,
-                    "best_val_accuracy": result.best_val_accuracy,
-                    "epochs_run": result.epochs_run,
-                    "stopped_early": result.stopped_early,
-                },
-            )
+            save_model(run, model, metadata=result.metadata())
         barrier()  # the run folder is complete before any rank moves on
         return result
     finally:
@@ -873,13 +865,16 @@ def content_fingerprint(**arrays: Any) -> str:
         h.update(f"|{name}|".encode())
         if a is None:
             h.update(b"none")
-        elif isinstance(a, np.memmap) and isinstance(getattr(a, "filename", None), str) and a.base is not None:
+        elif isinstance(a, np.memmap) and isinstance(getattr(a, "filename", None), str):
             st = os.stat(a.filename)
             h.update(f"memmap|{os.path.realpath(a.filename)}|{st.st_size}|{st.st_mtime_ns}|{a.offset}|"
-                     f"{a.shape}|{a.dtype.str}".encode())
-        elif isinstance(a, (torch.Tensor, np.ndarray)):
-            t = a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))
-            t = t.detach().to("cpu").contiguous()
+                     f"{a.shape}|{a.strides}|{a.dtype.str}".encode())
+        elif isinstance(a, np.ndarray):
+            h.update(f"{a.dtype.str}|{a.shape}|".encode())
+            if a.size:
+                h.update(memoryview(np.ascontiguousarray(a).reshape(-1).view(np.uint8)))
+        elif isinstance(a, torch.Tensor):
+            t = a.detach().to("cpu").contiguous()
             h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
             if t.numel():
                 h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
@@ -976,7 +971,9 @@ def _restore_training_state(path, tensors, state, *, config, model, optimizer, s
         if not isinstance(v, types) or (bool not in types and isinstance(v, bool)):
             raise bad(f"{key!r} is {type(v).__name__}, expected {types[0].__name__}")
     for key in ("best_val_loss", "best_val_accuracy"):
-        if state.get(key) is not None and not _is_number(state.get(key)):
+        if key not in state:
+            raise bad(f"no {key!r}")
+        if state[key] is not None and not _is_number(state[key]):
             raise bad(f"{key!r} is {state.get(key)!r}, expected a finite number or null")
     _check_resume_config(state["config"], config, path)
 
@@ -1041,13 +1038,13 @@ def _restore_training_state(path, tensors, state, *, config, model, optimizer, s
     groups = opt["param_groups"]
     if not isinstance(groups, list) or len(groups) != len(fresh_opt["param_groups"]):
         raise bad("its optimizer has other parameter groups than the model's")
-    for g, fg in zip(groups, fresh_opt["param_groups"]):
+    for i, (g, fg) in enumerate(zip(groups, fresh_opt["param_groups"])):
         if not isinstance(g, dict) or set(g) != set(fg):
             raise bad("its optimizer's parameter groups have other settings than the run's")
         for k in fg:
-            if k == "lr":
-                if not _is_number(g[k]) or g[k] < 0:
-                    raise bad(f"its optimizer's lr is {g[k]!r}")
+            if k == "lr":  # set by the scheduler at its last step, together with its _last_lr
+                if not _is_number(g[k]) or g[k] != last_lr[i]:
+                    raise bad(f"its optimizer's lr is {g[k]!r}, its scheduler's {last_lr[i]!r}")
             elif g[k] != fg[k]:
                 raise bad(f"its optimizer's {k} is {g[k]!r}, expected {fg[k]!r}")
     params = [p for group in optimizer.param_groups for p in group["params"]]

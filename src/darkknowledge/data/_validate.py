@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from darkknowledge.errors import InputError, InputTypeError
 
 __all__ = [
     "DataError",
@@ -19,7 +20,7 @@ __all__ = [
 ]
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """Data on disk or from a download is not what was expected (checksum, size, contents)."""
 
 
@@ -43,7 +44,7 @@ def names_from_labels(file: str, what: str, high: int) -> list[str]:
     ['0', '1', '2']
     """
     if high + 1 > MAX_CLASSES_FROM_LABELS:
-        raise ValueError(
+        raise InputError(
             f"{what} in {file} must be class indices 0..C-1, got the label {high} instead, which "
             f"would make {high + 1} classes (at most {MAX_CLASSES_FROM_LABELS} without class_names); "
             "map the labels to 0..C-1."
@@ -61,19 +62,19 @@ def check_class_names(where: str, class_names: Any, y_train: Any = None) -> list
     >>> check_class_names("data.npz", ["cat", "cat"])
     Traceback (most recent call last):
     ...
-    ValueError: class_names of data.npz must be distinct, got 'cat' twice (classes 0 and 1) instead.
+    darkknowledge.errors.InputError: class_names of data.npz must be distinct, got 'cat' twice (classes 0 and 1) instead.
     """
     names = [str(n) for n in class_names]
     first: dict[str, int] = {}
     for k, name in enumerate(names):
         if name in first:
-            raise ValueError(
+            raise InputError(
                 f"class_names of {where} must be distinct, got {name!r} twice (classes {first[name]} "
                 f"and {k}) instead."
             )
         first[name] = k
     if len(names) < 2:
-        raise ValueError(
+        raise InputError(
             f"{where} must have at least 2 classes for classification, got {len(names)} "
             f"({', '.join(map(repr, names)) or 'none'}) instead."
         )
@@ -82,7 +83,7 @@ def check_class_names(where: str, class_names: Any, y_train: Any = None) -> list
         if present.size < 2:
             only = int(present[0]) if present.size else None
             label = f"class {only} ({names[only]!r})" if only is not None and 0 <= only < len(names) else "one class"
-            raise ValueError(
+            raise InputError(
                 f"the training labels of {where} must hold at least 2 classes for classification, "
                 f"got only {label} instead."
             )
@@ -148,18 +149,18 @@ def validate_features(name: str, X: Any, *, source: str | None = None) -> np.nda
     """
     X = np.asarray(X)
     if X.dtype == np.bool_ or not np.issubdtype(X.dtype, np.number):
-        raise TypeError(f"{name} must hold numbers, got dtype {X.dtype} instead.")
+        raise InputTypeError(f"{name} must hold numbers, got dtype {X.dtype} instead.")
     if np.issubdtype(X.dtype, np.complexfloating):
-        raise TypeError(f"{name} must hold real numbers, got dtype {X.dtype} instead.")
+        raise InputTypeError(f"{name} must hold real numbers, got dtype {X.dtype} instead.")
     if X.ndim < 1:
-        raise ValueError(f"{name} must have a sample axis (ndim >= 1), got a 0-d array instead.")
+        raise InputError(f"{name} must have a sample axis (ndim >= 1), got a 0-d array instead.")
     if X.shape[0] == 0 or X.size == 0:
-        raise ValueError(f"{name} must not be empty, got shape {X.shape} instead.")
+        raise InputError(f"{name} must not be empty, got shape {X.shape} instead.")
     if np.issubdtype(X.dtype, np.floating):
         bad = ~np.isfinite(X)
         if bad.any():
             first = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(
+            raise InputError(
                 f"{name} must be finite, got {int(bad.sum())} NaN or inf values instead "
                 f"(first at index {first}){_where(source, first[0])}."
             )
@@ -170,7 +171,7 @@ def validate_features(name: str, X: Any, *, source: str | None = None) -> np.nda
         if bad.any():
             first = tuple(int(i) for i in np.argwhere(bad)[0])
             limit = float(np.finfo(np.float32).max)
-            raise ValueError(
+            raise InputError(
                 f"{name} must be finite as float32 (|x| <= {limit:.7g}), got {int(bad.sum())} values "
                 f"beyond that range instead (first at index {first}: {X[first].item()!r})"
                 f"{_where(source, first[0])}; rescale the features."
@@ -191,40 +192,40 @@ def validate_labels(name: str, y: Any, *, num_classes: int | None = None) -> np.
     if y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.number) or np.issubdtype(
         y.dtype, np.complexfloating
     ):
-        raise TypeError(f"{name} must hold integer class labels, got dtype {y.dtype} instead.")
+        raise InputTypeError(f"{name} must hold integer class labels, got dtype {y.dtype} instead.")
     if y.ndim != 1:
-        raise ValueError(f"{name} must be 1-d (one label per sample), got shape {y.shape} instead.")
+        raise InputError(f"{name} must be 1-d (one label per sample), got shape {y.shape} instead.")
     if y.size == 0:
-        raise ValueError(f"{name} must not be empty, got 0 labels instead.")
+        raise InputError(f"{name} must not be empty, got 0 labels instead.")
     if np.issubdtype(y.dtype, np.floating):
         finite = np.isfinite(y)
         if not finite.all():
             first = int(np.argmin(finite))
-            raise ValueError(
+            raise InputError(
                 f"{name} must be integer class labels, got NaN or inf instead ({y[first].item()!r} at "
                 f"index {first})."
             )
         fractional = y != np.round(y)
         if fractional.any():
             first = int(np.argmax(fractional))
-            raise ValueError(
+            raise InputError(
                 f"{name} must be integer class labels, got the non-integer value "
                 f"{y[first].item()!r} at index {first} instead."
             )
     low = y.min()
     if low < 0:  # before the cast: -1e30 would wrap around in int64
         shown = int(low) if low > -(2**62) else low.item()
-        raise ValueError(f"{name} must be class labels >= 0, got {shown} instead.")
+        raise InputError(f"{name} must be class labels >= 0, got {shown} instead.")
     if y.max() >= 2**62:  # would wrap around (or lose integrality) in int64
-        raise ValueError(f"{name} must be class labels, got the value {y.max().item()!r} instead (too large).")
+        raise InputError(f"{name} must be class labels, got the value {y.max().item()!r} instead (too large).")
     y = y.astype(np.int64)
     low = int(y.min())
     if low < 0:
-        raise ValueError(f"{name} must be class labels >= 0, got {low} instead.")
+        raise InputError(f"{name} must be class labels >= 0, got {low} instead.")
     if num_classes is not None:
         high = int(y.max())
         if high >= num_classes:
-            raise ValueError(
+            raise InputError(
                 f"{name} must be class labels in [0, {num_classes - 1}] "
                 f"({num_classes} classes), got {high} instead."
             )
@@ -243,7 +244,7 @@ def validate_pair(
     X = validate_features(X_name, X, source=source)
     y = validate_labels(y_name, y, num_classes=num_classes)
     if X.shape[0] != y.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"{X_name} and {y_name} must have the same length, got {X.shape[0]} samples "
             f"and {y.shape[0]} labels instead."
         )

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from darkknowledge._checks import memory_limit_bytes
+from darkknowledge.errors import InputError, InputTypeError, MissingFileError
 
 __all__ = ["read_idx", "gunzip_bounded", "IDX_TYPES"]
 
@@ -52,9 +53,9 @@ def _raw_bytes(source: str | os.PathLike | bytes | bytearray | memoryview) -> tu
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            raise FileNotFoundError(f"IDX file {label} does not exist.") from None
+            raise MissingFileError(f"IDX file {label} does not exist.") from None
     else:
-        raise TypeError(
+        raise InputTypeError(
             f"source must be a path or bytes, got {type(source).__name__} instead."
         )
     if data[:2] == _GZIP_MAGIC:
@@ -75,7 +76,7 @@ def gunzip_bounded(data: bytes, label: str, *, limit: int | None = None) -> byte
     >>> gunzip_bounded(gzip.compress(bytes(100)), "x.gz", limit=10)
     Traceback (most recent call last):
     ...
-    ValueError: IDX file x.gz decompresses to more than 10 bytes: expected a file that fits in memory.
+    darkknowledge.errors.InputError: IDX file x.gz decompresses to more than 10 bytes: expected a file that fits in memory.
     """
     limit = memory_limit_bytes() if limit is None else limit
     out = bytearray()
@@ -92,7 +93,7 @@ def gunzip_bounded(data: bytes, label: str, *, limit: int | None = None) -> byte
             chunk = inflater.decompress(rest, limit + 1 - len(out))
             out += chunk
             if len(out) > limit or inflater.unconsumed_tail:
-                raise ValueError(
+                raise InputError(
                     f"IDX file {label} decompresses to more than {limit} bytes: expected a file that "
                     "fits in memory."
                 )
@@ -100,7 +101,7 @@ def gunzip_bounded(data: bytes, label: str, *, limit: int | None = None) -> byte
                 raise EOFError("Compressed file ended before the end-of-stream marker was reached")
             rest = inflater.unused_data
     except (EOFError, zlib.error) as exc:
-        raise ValueError(f"IDX file {label} is a corrupt or truncated gzip file ({exc}).") from None
+        raise InputError(f"IDX file {label} is a corrupt or truncated gzip file ({exc}).") from None
     return bytes(out)
 
 
@@ -132,27 +133,27 @@ def read_idx(source: str | os.PathLike | bytes | bytearray | memoryview) -> np.n
     """
     data, label = _raw_bytes(source)
     if len(data) < 4:
-        raise ValueError(
+        raise InputError(
             f"IDX file {label} is truncated: expected a 4-byte magic number, "
             f"found {len(data)} bytes in all."
         )
     zero0, zero1, type_code, ndim = data[0], data[1], data[2], data[3]
     if zero0 != 0 or zero1 != 0:
-        raise ValueError(
+        raise InputError(
             f"IDX file {label} has a bad magic number: expected it to start with 00 00, "
             f"found {data[:4].hex(' ')}."
         )
     if type_code not in IDX_TYPES:
         known = ", ".join(f"0x{code:02X}" for code in IDX_TYPES)
-        raise ValueError(
+        raise InputError(
             f"IDX file {label} has an unknown type code: expected one of {known}, "
             f"found 0x{type_code:02X}."
         )
     if ndim < 1:
-        raise ValueError(f"IDX file {label} has 0 dimensions: expected at least 1.")
+        raise InputError(f"IDX file {label} has 0 dimensions: expected at least 1.")
     header_len = 4 + 4 * ndim
     if len(data) < header_len:
-        raise ValueError(
+        raise InputError(
             f"IDX file {label} is truncated in its header: expected {ndim} dimensions "
             f"({header_len} header bytes), found {len(data)} bytes in all."
         )
@@ -161,12 +162,12 @@ def read_idx(source: str | os.PathLike | bytes | bytearray | memoryview) -> np.n
     expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
     found = len(data) - header_len
     if found < expected:
-        raise ValueError(
+        raise InputError(
             f"IDX file {label} is truncated: its header promises shape {tuple(dims)} "
             f"({expected} data bytes), found {found} data bytes."
         )
     if found > expected:
-        raise ValueError(
+        raise InputError(
             f"IDX file {label} has {found - expected} bytes more than its header's shape "
             f"{tuple(dims)} allows: expected {expected} data bytes, found {found}."
         )

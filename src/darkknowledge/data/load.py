@@ -16,6 +16,7 @@ from .challenger import load_challenger
 from .digits import load_digits
 from .mnist import IDX_DATASETS, load_idx_dataset
 from .user import load_csv, load_npz
+from darkknowledge.errors import InputError, InputTypeError
 
 __all__ = ["DATASETS", "load_dataset"]
 
@@ -70,10 +71,10 @@ def load_dataset(
         ('challenger', (23, 1), ['no distress', 'distress'])
     """
     if not isinstance(name, (str, os.PathLike)):
-        raise TypeError(f"name must be a string or a path, got {type(name).__name__} instead.")
+        raise InputTypeError(f"name must be a string or a path, got {type(name).__name__} instead.")
     if not os.fspath(name).strip():
         valid = ", ".join(repr(n) for n in DATASETS)
-        raise ValueError(
+        raise InputError(
             f"the dataset name is empty: expected one of {valid} or a path to a .npz or .csv file, "
             f"got {os.fspath(name)!r} instead."
         )
@@ -81,17 +82,17 @@ def load_dataset(
     is_idx = key in IDX_DATASETS
     if not is_idx:
         if download is not None and not isinstance(download, bool):
-            raise TypeError(f"download must be True, False or None, got {download!r} instead.")
+            raise InputTypeError(f"download must be True, False or None, got {download!r} instead.")
         for option, value in (("data_dir", data_dir), ("mirror", mirror)):
             if value is not None:
-                raise ValueError(
+                raise InputError(
                     f"{option} applies only to {', '.join(map(repr, IDX_DATASETS))}, "
                     f"got {option}={value!r} for {str(name)!r}."
                 )
     path = Path(name)
     is_csv = key not in DATASETS and path.suffix.lower() == ".csv"
     if label_column is not None and not is_csv:
-        raise ValueError(
+        raise InputError(
             f"label_column applies only to .csv files, got label_column={label_column!r} "
             f"for {str(name)!r}."
         )
@@ -109,7 +110,7 @@ def load_dataset(
         return load_csv(path, label_column="label" if label_column is None else label_column)
     valid = ", ".join(repr(n) for n in DATASETS)
     what = " (a folder: only a folder of .npy files can be a data set, opened by open_npy_folder)" if path.is_dir() else ""
-    raise ValueError(
+    raise InputError(
         f"name must be one of {valid} or a path to an existing .npz or .csv file; "
         f"got {str(name)!r} instead{what}."
     )

@@ -59,6 +59,7 @@ import numpy as np
 from ._types import Dataset
 from ._validate import DataError, DatasetUnavailableError
 from .idx import gunzip_bounded, read_idx
+from darkknowledge.errors import InputError, InputTypeError
 
 __all__ = [
     "IDX_DATASETS",
@@ -259,7 +260,7 @@ def locate(
 def _source(name: str) -> IdxSource:
     if name not in SOURCES:
         valid = ", ".join(repr(n) for n in SOURCES)
-        raise ValueError(f"name must be one of {valid}; got {name!r} instead.")
+        raise InputError(f"name must be one of {valid}; got {name!r} instead.")
     return SOURCES[name]
 
 
@@ -267,7 +268,7 @@ def _download_allowed(download: bool | None) -> bool:
     if download is None:
         return os.environ.get("DARKKNOWLEDGE_OFFLINE", "").strip().lower() not in {"1", "true", "yes"}
     if not isinstance(download, bool):
-        raise TypeError(f"download must be True, False or None, got {download!r} instead.")
+        raise InputTypeError(f"download must be True, False or None, got {download!r} instead.")
     return download
 
 
@@ -406,13 +407,13 @@ def _read_checked(path: Path, remote: RemoteFile) -> tuple[np.ndarray, dict]:
     try:
         array = read_idx(content)
     except ValueError as exc:
-        raise ValueError(str(exc).replace("<bytes>", str(path))) from None
+        raise InputError(str(exc).replace("<bytes>", str(path))) from None
     return array, info
 
 
 def _check_images(path: Path, images: np.ndarray) -> None:
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise ValueError(
+        raise InputError(
             f"IDX file {path} must hold uint8 images of shape (N, 28, 28), got "
             f"{images.dtype} of shape {images.shape} instead."
         )
@@ -420,17 +421,17 @@ def _check_images(path: Path, images: np.ndarray) -> None:
 
 def _check_labels(path: Path, labels: np.ndarray, n_images: int, n_classes: int) -> None:
     if labels.dtype != np.uint8 or labels.ndim != 1:
-        raise ValueError(
+        raise InputError(
             f"IDX file {path} must hold uint8 labels of shape (N,), got {labels.dtype} "
             f"of shape {labels.shape} instead."
         )
     if labels.shape[0] != n_images:
-        raise ValueError(
+        raise InputError(
             f"IDX file {path} has {labels.shape[0]} labels, but its images file has "
             f"{n_images} images: expected as many labels as images."
         )
     if labels.size and int(labels.max()) >= n_classes:
-        raise ValueError(
+        raise InputError(
             f"IDX file {path} must hold labels in [0, {n_classes - 1}], got "
             f"{int(labels.max())} instead."
         )

@@ -34,6 +34,7 @@ from darkknowledge._checks import check_regular_file, memory_limit_bytes
 
 from ._types import Splits
 from ._validate import DataError, check_class_names, check_npy_header, names_from_labels, validate_labels
+from darkknowledge.errors import InputError, InputTypeError, MissingFileError
 
 __all__ = ["open_npy_folder"]
 
@@ -63,7 +64,7 @@ def _check_finite(path: Path, X: np.ndarray) -> None:
         if bad.any():
             first = tuple(int(i) for i in np.argwhere(bad)[0])
             index = (start + first[0], *first[1:])
-            raise ValueError(
+            raise InputError(
                 f"{path.name} must hold finite features, got NaN or inf instead (first at index "
                 f"{index}, row {index[0]} of {path.name}); the data is bad, not the training."
             )
@@ -89,41 +90,41 @@ def open_npy_folder(folder: str | os.PathLike[str], *, class_names: list[str] | 
         ('memmap', (3,), 2)
     """
     if not isinstance(folder, (str, os.PathLike)):
-        raise TypeError(f"folder must be a string or a path, got {type(folder).__name__} instead.")
+        raise InputTypeError(f"folder must be a string or a path, got {type(folder).__name__} instead.")
     if not os.fspath(folder).strip():
-        raise ValueError("the dataset folder name is empty: expected a folder holding X_train.npy and y_train.npy.")
+        raise InputError("the dataset folder name is empty: expected a folder holding X_train.npy and y_train.npy.")
     root = Path(folder)
     if not root.exists():
-        raise FileNotFoundError(f"folder {str(root)!r} does not exist (expected X_train.npy and y_train.npy in it).")
+        raise MissingFileError(f"folder {str(root)!r} does not exist (expected X_train.npy and y_train.npy in it).")
     if not root.is_dir():
-        raise ValueError(f"{str(root)!r} is not a folder: expected a folder holding X_train.npy and y_train.npy.")
+        raise InputError(f"{str(root)!r} is not a folder: expected a folder holding X_train.npy and y_train.npy.")
     limit = memory_limit_bytes()
     X: dict[str, Any] = {}
     y: dict[str, Any] = {}
     for split in ("train", "val", "test"):
         x_path, y_path = root / f"X_{split}.npy", root / f"y_{split}.npy"
         if x_path.exists() != y_path.exists():
-            raise FileNotFoundError(f"{x_path.name} and {y_path.name} must both exist in {str(root)!r} or neither.")
+            raise MissingFileError(f"{x_path.name} and {y_path.name} must both exist in {str(root)!r} or neither.")
         if not x_path.exists():
             if split == "train":
-                raise FileNotFoundError(f"folder {str(root)!r} holds no X_train.npy and y_train.npy.")
+                raise MissingFileError(f"folder {str(root)!r} holds no X_train.npy and y_train.npy.")
             X[split] = y[split] = None
             continue
         # the training features stay on disk; validation / test features are read into memory
         features = _open_npy(x_path, mmap=True, limit=None if split == "train" else limit)
         if features.ndim < 2 or features.dtype != np.float32:
-            raise ValueError(
+            raise InputError(
                 f"{x_path.name} must hold float32 features of shape (N, ...), got {features.dtype} "
                 f"{features.shape} instead."
             )
         if split != "train" and features.shape[1:] != X["train"].shape[1:]:
-            raise ValueError(
+            raise InputError(
                 f"{x_path.name} must have the same sample shape as X_train.npy, {X['train'].shape[1:]}, "
                 f"got {features.shape[1:]} instead."
             )
         labels = validate_labels(y_path.name, _open_npy(y_path, mmap=False, limit=limit))
         if len(labels) != len(features):
-            raise ValueError(
+            raise InputError(
                 f"{y_path.name} must hold {len(features)} labels (one per row of {x_path.name}), got "
                 f"{len(labels)} instead."
             )
@@ -140,7 +141,7 @@ def open_npy_folder(folder: str | os.PathLike[str], *, class_names: list[str] | 
     counts = np.bincount(y["train"], minlength=len(names))  # (C,)
     if counts.min() == 0:
         empty = int(np.argmin(counts))
-        raise ValueError(
+        raise InputError(
             f"every class must have training samples, got none of class {empty} ({names[empty]!r}) of "
             f"{len(names)} in y_train.npy of {str(root)!r} instead; add samples of it or drop it from the classes."
         )

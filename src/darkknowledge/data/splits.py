@@ -19,6 +19,7 @@ from darkknowledge._checks import check_in_range, check_positive_finite, check_p
 from ._types import Dataset, Splits
 from ._validate import check_class_names
 from .preprocessing import Standardizer
+from darkknowledge.errors import InputError, InputTypeError
 
 __all__ = ["train_val_split", "prepare_splits"]
 
@@ -31,7 +32,7 @@ def _labels_numpy(y: Any) -> np.ndarray:
 
 def _check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r} instead.")
+        raise InputTypeError(f"{name} must be True or False, got {value!r} instead.")
     return value
 
 
@@ -69,19 +70,19 @@ def train_val_split(
     """
     val_fraction = check_in_range("val_fraction", val_fraction, 0.0, 1.0)
     if val_fraction in (0.0, 1.0):
-        raise ValueError(
+        raise InputError(
             f"val_fraction must be strictly between 0 and 1, got {val_fraction!r} instead."
         )
     seed = _check_seed(seed)
     stratify = _check_bool("stratify", stratify)
     n = len(X)
     if len(y) != n:
-        raise ValueError(
+        raise InputError(
             f"X and y must have the same length, got {n} samples and {len(y)} labels instead."
         )
     n_val = int(np.ceil(val_fraction * n))
     if n_val < 1 or n - n_val < 1:
-        raise ValueError(
+        raise InputError(
             f"val_fraction={val_fraction} of {n} samples leaves an empty training or "
             "validation part: expected at least one sample in each."
         )
@@ -91,12 +92,12 @@ def train_val_split(
         classes, counts = np.unique(y_np, return_counts=True)
         if counts.min() < 2:
             rare = classes[counts < 2].tolist()
-            raise ValueError(
+            raise InputError(
                 f"stratify=True needs at least 2 samples of every class, got 1 of class "
                 f"{rare} instead; pass stratify=False."
             )
         if n_val < len(classes) or n - n_val < len(classes):
-            raise ValueError(
+            raise InputError(
                 f"stratify=True needs at least {len(classes)} samples (one per class) in each "
                 f"part, got {n - n_val} training and {n_val} validation samples instead; "
                 "change val_fraction or pass stratify=False."
@@ -177,10 +178,10 @@ def prepare_splits(
         True
     """
     if not isinstance(dataset, Dataset):
-        raise TypeError(f"dataset must be a Dataset, got {type(dataset).__name__} instead.")
+        raise InputTypeError(f"dataset must be a Dataset, got {type(dataset).__name__} instead.")
     val_fraction = check_in_range("val_fraction", val_fraction, 0.0, 1.0)
     if val_fraction >= 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r} instead.")
+        raise InputError(f"val_fraction must be in [0, 1), got {val_fraction!r} instead.")
     standardize = _check_bool("standardize", standardize)
     if eps is not None:
         check_positive_finite("eps", eps)
@@ -192,7 +193,7 @@ def prepare_splits(
     counts = np.bincount(_labels_numpy(y), minlength=len(dataset.class_names))[: len(dataset.class_names)]  # (C,)
     if len(counts) and counts.min() == 0:
         empty = int(np.argmin(counts))
-        raise ValueError(
+        raise InputError(
             f"every class must have training samples, got none of class {empty} "
             f"({dataset.class_names[empty]!r}) of {len(dataset.class_names)} in the training data of "
             f"{dataset.name!r} instead; add samples of it or drop it from the classes."

@@ -44,6 +44,7 @@ from ._validate import (
     names_from_labels as _names_from_labels,
     validate_pair,
 )
+from darkknowledge.errors import InputError, InputTypeError, MissingFileError
 
 __all__ = ["load_npz", "load_csv", "MAX_CLASSES_FROM_LABELS"]
 
@@ -87,7 +88,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         archive = np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise FileNotFoundError(f"Data file {str(path)!r} does not exist.") from None
+        raise MissingFileError(f"Data file {str(path)!r} does not exist.") from None
     except _NPZ_ERRORS as exc:
         # numpy takes a file that is neither zip nor .npy for a pickle, which it refuses to load
         why = "not a zip nor .npy file" if "pickle" in str(exc) else f"{type(exc).__name__}: {exc}"
@@ -137,13 +138,13 @@ def load_npz(path: str | os.PathLike) -> Dataset:
     arrays = _read_npz(path)
     missing = [key for key in ("X", "y") if key not in arrays]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"{path.name} must hold arrays 'X' and 'y'; missing {', '.join(map(repr, missing))} "
             f"(found {sorted(arrays) or 'no arrays'})."
         )
     has_test = ("X_test" in arrays, "y_test" in arrays)
     if has_test[0] != has_test[1]:
-        raise ValueError(
+        raise InputError(
             f"{path.name} must hold both 'X_test' and 'y_test' or neither, got only "
             f"{'X_test' if has_test[0] else 'y_test'}."
         )
@@ -151,7 +152,7 @@ def load_npz(path: str | os.PathLike) -> Dataset:
     num_classes = None
     if names is not None:
         if names.ndim != 1 or names.size == 0:
-            raise ValueError(
+            raise InputError(
                 f"class_names in {path.name} must be a non-empty 1-d array, got shape "
                 f"{names.shape} instead."
             )
@@ -165,7 +166,7 @@ def load_npz(path: str | os.PathLike) -> Dataset:
             source=path.name,
         )
         if X_test.shape[1:] != X.shape[1:]:
-            raise ValueError(
+            raise InputError(
                 f"X_test must have the same sample shape as X, {X.shape[1:]}, got "
                 f"{X_test.shape[1:]} instead."
             )
@@ -208,7 +209,7 @@ def load_csv(path: str | os.PathLike, *, label_column: str = "label") -> Dataset
     """
     path = Path(path)
     if not isinstance(label_column, str):
-        raise TypeError(f"label_column must be a string, got {type(label_column).__name__} instead.")
+        raise InputTypeError(f"label_column must be a string, got {type(label_column).__name__} instead.")
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: drop a byte-order mark
             rows = list(csv.reader(handle))
@@ -218,30 +219,30 @@ def load_csv(path: str | os.PathLike, *, label_column: str = "label") -> Dataset
         raise DataError(f"{path.name} is not a readable CSV file ({exc}).") from None
     rows = [row for row in rows if row]  # blank lines carry nothing
     if not rows:
-        raise ValueError(f"{path.name} is empty: expected a header row and data rows.")
+        raise InputError(f"{path.name} is empty: expected a header row and data rows.")
     header = [name.strip() for name in rows[0]]
     for col, name in enumerate(header):
         if header.index(name) != col:
-            raise ValueError(
+            raise InputError(
                 f"the columns of {path.name} must have distinct names, got {name!r} twice (columns "
                 f"{header.index(name) + 1} and {col + 1}) instead; a second label column would be "
                 "read as a feature."
             )
     if label_column not in header:
-        raise ValueError(
+        raise InputError(
             f"label_column must be one of the columns of {path.name}, {header}; got "
             f"{label_column!r} instead."
         )
     if len(header) < 2:
-        raise ValueError(f"{path.name} must have at least one feature column besides the label.")
+        raise InputError(f"{path.name} must have at least one feature column besides the label.")
     data = rows[1:]
     if not data:
-        raise ValueError(f"{path.name} has a header but no data rows: the data set is empty.")
+        raise InputError(f"{path.name} has a header but no data rows: the data set is empty.")
     li = header.index(label_column)
     features, labels = [], []
     for line, row in enumerate(data, start=2):
         if len(row) != len(header):
-            raise ValueError(
+            raise InputError(
                 f"{path.name} line {line} has {len(row)} fields: expected {len(header)} "
                 f"like the header."
             )
@@ -251,14 +252,14 @@ def load_csv(path: str | os.PathLike, *, label_column: str = "label") -> Dataset
                 continue
             value = _as_float(text)
             if value is None:
-                raise ValueError(
+                raise InputError(
                     f"{path.name} line {line}, column {header[col]!r} must be a number, got "
                     f"{text!r} instead."
                 )
             values.append(value)
         label = row[li].strip()
         if label == "":
-            raise ValueError(f"{path.name} line {line} has an empty {label_column!r} value.")
+            raise InputError(f"{path.name} line {line} has an empty {label_column!r} value.")
         features.append(values)
         labels.append(label)
 
