@@ -39,6 +39,7 @@ from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
+from darkknowledge.errors import InputError, InputTypeError
 
 __all__ = ["AugmentDraw", "ImageAugment", "resolve_augment"]
 
@@ -82,15 +83,15 @@ class ImageAugment:
 
     def __post_init__(self) -> None:
         if not isinstance(self.hflip, bool):
-            raise TypeError(f"augment.hflip must be a bool, got {type(self.hflip).__name__} instead.")
+            raise InputTypeError(f"augment.hflip must be a bool, got {type(self.hflip).__name__} instead.")
         if isinstance(self.shift, bool) or not isinstance(self.shift, int):
-            raise TypeError(f"augment.shift must be an int (pixels), got {type(self.shift).__name__} instead.")
+            raise InputTypeError(f"augment.shift must be an int (pixels), got {type(self.shift).__name__} instead.")
         if self.shift < 0:
-            raise ValueError(f"augment.shift must be >= 0 pixels, got {self.shift} instead.")
+            raise InputError(f"augment.shift must be >= 0 pixels, got {self.shift} instead.")
         if isinstance(self.fill, bool) or not isinstance(self.fill, (int, float)):
-            raise TypeError(f"augment.fill must be a number, got {type(self.fill).__name__} instead.")
+            raise InputTypeError(f"augment.fill must be a number, got {type(self.fill).__name__} instead.")
         if self.fill != self.fill or abs(self.fill) == float("inf"):
-            raise ValueError(f"augment.fill must be finite, got {self.fill!r} instead.")
+            raise InputError(f"augment.fill must be finite, got {self.fill!r} instead.")
 
     @property
     def active(self) -> bool:
@@ -105,13 +106,13 @@ class ImageAugment:
         """Raise ``ValueError`` unless ``input_shape`` (one sample's shape) is an image this can augment."""
         shape = tuple(int(s) for s in input_shape)
         if len(shape) not in (2, 3):
-            raise ValueError(
+            raise InputError(
                 f"augment needs image inputs of shape (C, H, W) or (H, W) per sample, got {shape} instead; "
                 "flat feature vectors cannot be flipped or shifted (set augment to None)."
             )
         h, w = shape[-2:]
         if self.shift >= min(h, w):
-            raise ValueError(f"augment.shift must be smaller than the image ({h}x{w}), got {self.shift} instead.")
+            raise InputError(f"augment.shift must be smaller than the image ({h}x{w}), got {self.shift} instead.")
 
     def draw(self, batch_size: int, generator: torch.Generator | None = None) -> AugmentDraw:
         """Draw one minibatch's offsets and flips from ``generator`` (always the same number of draws)."""
@@ -127,7 +128,7 @@ class ImageAugment:
         if squeeze:
             x = x.unsqueeze(1)
         if x.dim() != 4:
-            raise ValueError(f"x must be a (B, C, H, W) or (B, H, W) image batch, got shape {tuple(x.shape)} instead.")
+            raise InputError(f"x must be a (B, C, H, W) or (B, H, W) image batch, got shape {tuple(x.shape)} instead.")
         b, c, h, w = x.shape
         out = x
         s = self.shift
@@ -158,6 +159,6 @@ def resolve_augment(augment: ImageAugment | Mapping[str, Any] | None) -> ImageAu
     if isinstance(augment, Mapping):
         unknown = set(augment) - {"hflip", "shift", "fill"}
         if unknown:
-            raise ValueError(f"augment has unknown keys {sorted(unknown)}; expected hflip, shift, fill.")
+            raise InputError(f"augment has unknown keys {sorted(unknown)}; expected hflip, shift, fill.")
         return resolve_augment(ImageAugment(**augment))
-    raise TypeError(f"augment must be None, an ImageAugment or a dict, got {type(augment).__name__} instead.")
+    raise InputTypeError(f"augment must be None, an ImageAugment or a dict, got {type(augment).__name__} instead.")

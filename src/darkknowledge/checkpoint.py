@@ -38,7 +38,7 @@ from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 from torch import nn
 
-from darkknowledge.errors import InputError
+from darkknowledge.errors import InputError, InputTypeError, MissingFileError
 from darkknowledge.models import ModelSpec, build_model_from_spec
 
 __all__ = [
@@ -90,7 +90,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     b'abc'
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"data must be bytes, got {type(data).__name__} instead.")
+        raise InputTypeError(f"data must be bytes, got {type(data).__name__} instead.")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -203,7 +203,7 @@ def _fsync_dir(folder: Path) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str, *, encoding: str = "utf-8") -> Path:
     """Write ``text`` to ``path`` atomically (see :func:`atomic_write_bytes`)."""
     if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__} instead.")
+        raise InputTypeError(f"text must be a str, got {type(text).__name__} instead.")
     return atomic_write_bytes(path, text.encode(encoding))
 
 
@@ -270,13 +270,13 @@ def save_model(
         True
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__} instead.")
+        raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__} instead.")
     if spec is None:
         spec = getattr(model, "spec", None)
     if spec is not None and not isinstance(spec, ModelSpec):
         spec = ModelSpec.from_dict(spec)
     if metadata is not None and not isinstance(metadata, Mapping):
-        raise TypeError(f"metadata must be a mapping or None, got {type(metadata).__name__} instead.")
+        raise InputTypeError(f"metadata must be a mapping or None, got {type(metadata).__name__} instead.")
     folder = Path(path_dir)
     data = _weights_bytes(model.state_dict())
     atomic_write_bytes(folder / MODEL_WEIGHTS, data)
@@ -298,26 +298,26 @@ def _read_model_folder(path_dir: str | os.PathLike) -> tuple[dict[str, Any], dic
     json_path, weights_path = folder / MODEL_JSON, folder / MODEL_WEIGHTS
     for p in (json_path, weights_path):
         if not p.exists():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{p} not found: a model folder holds {MODEL_WEIGHTS} and {MODEL_JSON} (written by save_model)."
             )
     try:
         info = json.loads(read_regular_bytes(json_path).decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{json_path} is not valid JSON ({e}); the file is corrupt.") from e
+        raise InputError(f"{json_path} is not valid JSON ({e}); the file is corrupt.") from e
     if not isinstance(info, dict) or info.get("format") != _FORMAT:
-        raise ValueError(f"{json_path} is not a darkknowledge model file (expected format {_FORMAT!r}).")
+        raise InputError(f"{json_path} is not a darkknowledge model file (expected format {_FORMAT!r}).")
     data = read_regular_bytes(weights_path)
     digest = sha256_bytes(data)
     if digest != info.get("sha256"):
-        raise ValueError(
+        raise InputError(
             f"{weights_path} does not match the SHA-256 recorded in {json_path}: expected "
             f"{info.get('sha256')}, got {digest}; the file is corrupt, half-written or was altered."
         )
     try:
         tensors = _st_load(data)
     except (SafetensorError, ValueError, RuntimeError) as e:
-        raise ValueError(f"{weights_path} is not a readable safetensors file ({e}).") from e
+        raise InputError(f"{weights_path} is not a readable safetensors file ({e}).") from e
     return info, tensors, weights_path
 
 
@@ -325,7 +325,7 @@ def _load_into(model: nn.Module, tensors: dict[str, torch.Tensor], weights_path:
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
-        raise ValueError(f"{weights_path} does not fit the model: {e}") from e
+        raise InputError(f"{weights_path} does not fit the model: {e}") from e
 
 
 def load_weights(path_dir: str | os.PathLike, model: nn.Module) -> nn.Module:
@@ -334,7 +334,7 @@ def load_weights(path_dir: str | os.PathLike, model: nn.Module) -> nn.Module:
     For models without a spec (custom modules); otherwise :func:`load_model` does everything.
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__} instead.")
+        raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__} instead.")
     _, tensors, weights_path = _read_model_folder(path_dir)
     _load_into(model, tensors, weights_path)
     return model
@@ -355,7 +355,7 @@ def load_model(path_dir: str | os.PathLike) -> nn.Module:
     """
     info, tensors, weights_path = _read_model_folder(path_dir)
     if info.get("spec") is None:
-        raise ValueError(
+        raise InputError(
             f"{Path(path_dir) / MODEL_JSON} has no model spec, so the architecture cannot be rebuilt; "
             "build the model yourself and call load_weights(path_dir, model)."
         )
@@ -394,7 +394,7 @@ def pack_tensors(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any
         return [pack_tensors(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
-    raise TypeError(f"cannot store a {type(obj).__name__} in a training state (only tensors and JSON values).")
+    raise InputTypeError(f"cannot store a {type(obj).__name__} in a training state (only tensors and JSON values).")
 
 
 def unpack_tensors(obj: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
@@ -438,16 +438,16 @@ def save_training_state(path: str | os.PathLike, *, tensors: Mapping[str, torch.
 
 def _read_header(data: bytes) -> dict[str, Any]:
     if len(data) < 8:
-        raise ValueError("header too small")
+        raise InputError("header too small")
     header_len = int.from_bytes(data[:8], "little")
     if header_len > len(data) - 8:
-        raise ValueError("header length past the end of the file")
+        raise InputError("header length past the end of the file")
     header = json.loads(data[8 : 8 + header_len])
     if not isinstance(header, dict):
-        raise ValueError("the header is not a JSON object")
+        raise InputError("the header is not a JSON object")
     meta = header.get("__metadata__") or {}
     if not isinstance(meta, dict) or meta.get("format") != _STATE_FORMAT:
-        raise ValueError(f"format is {meta.get('format') if isinstance(meta, dict) else None!r}, expected {_STATE_FORMAT!r}")
+        raise InputError(f"format is {meta.get('format') if isinstance(meta, dict) else None!r}, expected {_STATE_FORMAT!r}")
     return meta
 
 
@@ -462,7 +462,7 @@ def load_training_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor
     """
     path = Path(path)
     if not os.path.lexists(path):
-        raise FileNotFoundError(f"{path} not found: no training state to resume from.")
+        raise MissingFileError(f"{path} not found: no training state to resume from.")
     data = read_regular_bytes(path, what="training state file")
     try:
         tensors = _st_load(data)
@@ -503,7 +503,7 @@ def peek_training_state(path: str | os.PathLike) -> tuple[int, int, bool]:
         head = os.pread(fd, 8, 0)
         n = int.from_bytes(head, "little") if len(head) == 8 else -1
         if n < 0 or n > min(st.st_size - 8, 1 << 28):
-            raise ValueError("header too small" if n < 0 else "header length past the end of the file")
+            raise InputError("header too small" if n < 0 else "header length past the end of the file")
         data = head + os.pread(fd, n, 8)
     finally:
         os.close(fd)
@@ -513,5 +513,5 @@ def peek_training_state(path: str | os.PathLike) -> tuple[int, int, bool]:
         epochs = int(state["config"]["epochs"])
         stopped = bool(state.get("stopped_early", False))
     except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path} is not a readable training state ({e})") from e
+        raise InputError(f"{path} is not a readable training state ({e})") from e
     return done, epochs, stopped

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from darkknowledge import __version__
+from darkknowledge.errors import InputError
 
 __all__ = ["main"]
 
@@ -80,8 +81,6 @@ def main(argv: list[str] | None = None) -> int:
             return _run_distributed(handler, args)
         return handler(args)
     except DarkKnowledgeError as exc:
-        return _error(str(exc))
-    except (ValueError, TypeError, FileNotFoundError) as exc:  # MIGRATION: removed once every raise is a DarkKnowledgeError
         return _error(str(exc))
     except KeyboardInterrupt:
         print(f"\ndarkknowledge: interrupted. {_resume_hint(args)}", file=sys.stderr)
@@ -314,7 +313,7 @@ def _cmd_challenger(args: argparse.Namespace) -> int:
     from darkknowledge.mle import challenger_data, fit_logistic_regression, plot_logistic_fit
 
     if not math.isfinite(args.temperature):
-        raise ValueError(f"--temperature must be a finite number of °F, got {args.temperature!r} instead.")
+        raise InputError(f"--temperature must be a finite number of °F, got {args.temperature!r} instead.")
     if args.plot is not None:
         _check_plot_path(args.plot)
     temperature_f, distress = challenger_data()
@@ -403,7 +402,7 @@ def _train_config_from_args(args: argparse.Namespace):
             raw["model"]["options"][key] = getattr(args, flag)
     if raw["model"]["name"] == "cnn" and isinstance(raw["model"]["options"].get("hidden"), list):
         if len(raw["model"]["options"]["hidden"]) != 1:
-            raise ValueError(f"--hidden takes one size for a cnn (its dense layer), got {args.hidden} instead.")
+            raise InputError(f"--hidden takes one size for a cnn (its dense layer), got {args.hidden} instead.")
         raw["model"]["options"]["hidden"] = raw["model"]["options"]["hidden"][0]
     for key in ("epochs", "batch_size", "lr", "momentum", "weight_decay", "lr_schedule", "early_stopping_patience"):
         if getattr(args, key) is not None:

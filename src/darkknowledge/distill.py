@@ -34,6 +34,7 @@ from darkknowledge.data._types import Splits
 from darkknowledge.losses import LossAndGradient, TrainingDistillationLoss
 from darkknowledge.rundir import check_path
 from darkknowledge.train import FitResult, TrainingDivergedError, content_fingerprint, evaluate_loss_accuracy, fit
+from darkknowledge.errors import InputError, InputTypeError
 
 __all__ = [
     "DistillResult",
@@ -90,14 +91,14 @@ def resolve_teacher_logits(
     if not isinstance(teacher, torch.Tensor) and hasattr(teacher, "shape") and hasattr(teacher, "__getitem__"):
         # a row reader, e.g. darkknowledge.memmap.MemmapSoftTargets: soft[index] -> (B, C) float32
         if len(teacher.shape) != 2 or teacher.shape[0] != X.shape[0]:
-            raise ValueError(
+            raise InputError(
                 f"teacher logits must have shape (N, C) with N = {X.shape[0]} rows of the transfer set, "
                 f"got {tuple(teacher.shape)} instead."
             )
         return teacher
     if isinstance(teacher, torch.Tensor):
         if teacher.ndim != 2 or teacher.shape[0] != X.shape[0]:
-            raise ValueError(
+            raise InputError(
                 f"teacher logits must have shape (N, C) with N = {X.shape[0]} rows of the transfer set, "
                 f"got {tuple(teacher.shape)} instead."
             )
@@ -124,11 +125,11 @@ def transfer_indices(
     """
     check_in_range("fraction", fraction, 0.0, 1.0)
     if fraction == 0.0:
-        raise ValueError("fraction must be > 0, got 0.0 instead.")
+        raise InputError("fraction must be > 0, got 0.0 instead.")
     keep = torch.ones(len(y), dtype=torch.bool)
     if omit_class is not None:
         if not (y == omit_class).any():
-            raise ValueError(f"omit_class {omit_class} does not occur in the training labels.")
+            raise InputError(f"omit_class {omit_class} does not occur in the training labels.")
         keep &= y != omit_class
     idx = torch.nonzero(keep).flatten()
     if fraction < 1.0:
@@ -144,7 +145,7 @@ def _last_linear(model: nn.Module) -> nn.Linear:
         if isinstance(module, nn.Linear):
             last = module
     if last is None or last.bias is None:
-        raise ValueError("the student has no final nn.Linear layer with a bias to adjust.")
+        raise InputError("the student has no final nn.Linear layer with a bias to adjust.")
     return last
 
 
@@ -190,11 +191,11 @@ def _diverged_message(exc: Exception, temperature: float, lr: float) -> str:
 def _check_class_ids(y: torch.Tensor, num_classes: int) -> None:
     """Raise unless the labels ``y`` ``(N,)`` are integer class ids in ``[0, num_classes)``."""
     if y.is_floating_point() or y.dtype == torch.bool:
-        raise TypeError(f"data.y_train must hold integer class ids, got {y.dtype} instead.")
+        raise InputTypeError(f"data.y_train must hold integer class ids, got {y.dtype} instead.")
     if len(y):
         lo, hi = int(y.min()), int(y.max())
         if lo < 0 or hi >= num_classes:
-            raise ValueError(f"data.y_train must hold class ids in [0, {num_classes - 1}], got values in [{lo}, {hi}] instead.")
+            raise InputError(f"data.y_train must hold class ids in [0, {num_classes - 1}], got values in [{lo}, {hi}] instead.")
 
 
 def distill(
@@ -257,7 +258,7 @@ def distill(
     check_one_of("divergence", divergence, ("kl", "reverse_kl", "js"))
     check_one_of("transfer", transfer, TRANSFER_KINDS)
     if fit_kwargs.get("augment") is not None:
-        raise ValueError(
+        raise InputError(
             "augment must be None for distill: the soft targets are the teacher's outputs for the "
             "unaugmented transfer set, so an augmented image would be matched to the wrong target."
         )
@@ -267,7 +268,7 @@ def distill(
     )  # (N_train, C) raw teacher logits
     num_classes = data.num_classes
     if logits_all.shape[1] != num_classes:
-        raise ValueError(
+        raise InputError(
             f"teacher has {logits_all.shape[1]} classes but the data has {num_classes}; "
             "a teacher must predict the same classes as the student."
         )
@@ -275,7 +276,7 @@ def distill(
     with torch.no_grad():
         probe = student.eval()(first if isinstance(first, torch.Tensor) else torch.from_numpy(np.array(first)))
     if probe.shape[-1] != num_classes:
-        raise ValueError(f"student has {probe.shape[-1]} outputs but the data has {num_classes} classes.")
+        raise InputError(f"student has {probe.shape[-1]} outputs but the data has {num_classes} classes.")
 
     if max_grad_norm is not None:
         max_grad_norm = check_positive_finite("max_grad_norm", max_grad_norm)
@@ -352,9 +353,9 @@ def sweep(
     A combination that diverges is recorded with ``val_accuracy = 0`` and ``diverged = 1`` and never chosen.
     """
     if data.X_val is None:
-        raise ValueError("sweep needs a validation split (data.X_val is None).")
+        raise InputError("sweep needs a validation split (data.X_val is None).")
     if not temperatures or not alphas:
-        raise ValueError("sweep needs at least one temperature and one alpha.")
+        raise InputError("sweep needs at least one temperature and one alpha.")
     lr_grid = list(lrs) if lrs else [fit_kwargs.pop("lr", 0.05)]
     fit_kwargs.pop("lr", None)
     fit_kwargs["progress"] = False

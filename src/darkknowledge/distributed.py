@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 
 from darkknowledge._checks import check_one_of
+from darkknowledge.errors import InputError, InputTypeError
 
 __all__ = [
     "DEVICE_CHOICES",
@@ -103,7 +104,7 @@ def env_world_size() -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise ValueError(f"the WORLD_SIZE environment variable must be an integer >= 1, got {text!r} instead.")
+        raise InputError(f"the WORLD_SIZE environment variable must be an integer >= 1, got {text!r} instead.")
     return value
 
 
@@ -133,12 +134,12 @@ def resolve_device(device: str | torch.device = "auto", *, local_rank: int | Non
                 check_one_of("device", device, DEVICE_CHOICES)  # raises the uniform message
                 raise
     else:
-        raise TypeError(f"device must be a str or torch.device, got {type(device).__name__} instead.")
+        raise InputTypeError(f"device must be a str or torch.device, got {type(device).__name__} instead.")
     if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be one of {', '.join(DEVICE_CHOICES)} (or cuda:<index>), got {str(dev)!r} instead.")
+        raise InputError(f"device must be one of {', '.join(DEVICE_CHOICES)} (or cuda:<index>), got {str(dev)!r} instead.")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(
+            raise InputError(
                 f"device must be 'cpu' or 'auto' on this machine: {str(dev)!r} was requested but "
                 "torch.cuda.is_available() is False (no CUDA GPU or a CPU-only PyTorch build)."
             )
@@ -176,7 +177,7 @@ def init_from_env(*, device: str | torch.device = "auto", timeout_s: float = 300
     if not is_distributed() and world > 1:
         for name in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
             if name not in os.environ:
-                raise ValueError(
+                raise InputError(
                     f"WORLD_SIZE={world} is set but {name} is not; start the processes with "
                     "torchrun (e.g. torchrun --nproc-per-node=2 -m darkknowledge train ...)."
                 )
@@ -277,7 +278,7 @@ def all_gather_rows(local: torch.Tensor, *, n_total: int) -> torch.Tensor:
     sizes = [shard_range(n_total, rank=r, world_size=world) for r in range(world)]
     longest = max(stop - start for start, stop in sizes)
     if local.shape[0] != sizes[get_rank()][1] - sizes[get_rank()][0]:
-        raise ValueError(
+        raise InputError(
             f"local must hold this rank's {sizes[get_rank()][1] - sizes[get_rank()][0]} rows, "
             f"got {local.shape[0]} instead."
         )

@@ -26,6 +26,7 @@ from torch import nn
 
 from darkknowledge._checks import check_positive_int
 from darkknowledge.teachers import teacher_logits as _run_logits
+from darkknowledge.errors import InputError, InputTypeError
 
 __all__ = [
     "confusion_matrix",
@@ -40,37 +41,37 @@ def _as_tensor(name: str, a: Any) -> torch.Tensor:
     if isinstance(a, np.ndarray):
         a = torch.from_numpy(np.ascontiguousarray(a))
     if not isinstance(a, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(a).__name__} instead.")
+        raise InputTypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(a).__name__} instead.")
     return a
 
 
 def _labels(name: str, y: Any, *, n: int, num_classes: int) -> torch.Tensor:
     y = _as_tensor(name, y)
     if y.ndim != 1 or y.shape[0] != n or y.is_floating_point() or y.dtype == torch.bool:
-        raise ValueError(
+        raise InputError(
             f"{name} must be (N,) integer class ids with N={n}, "
             f"got shape {tuple(y.shape)} and dtype {y.dtype} instead."
         )
     y = y.to(torch.int64)
     if n and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
-        raise ValueError(f"{name} must hold class ids in [0, {num_classes}), got {bad} instead.")
+        raise InputError(f"{name} must hold class ids in [0, {num_classes}), got {bad} instead.")
     return y
 
 
 def _probs(probs: Any) -> torch.Tensor:
     p = _as_tensor("probs", probs)
     if p.ndim != 2 or p.shape[0] < 1 or p.shape[1] < 1:
-        raise ValueError(f"probs must have shape (N, C) with N, C >= 1, got {tuple(p.shape)} instead.")
+        raise InputError(f"probs must have shape (N, C) with N, C >= 1, got {tuple(p.shape)} instead.")
     if not p.is_floating_point():
-        raise TypeError(f"probs must be floating point, got {p.dtype} instead.")
+        raise InputTypeError(f"probs must be floating point, got {p.dtype} instead.")
     p = p.to(torch.float64)
     if not bool(torch.isfinite(p).all()) or bool((p < 0).any()):
-        raise ValueError("probs must be finite and non-negative, got other values instead.")
+        raise InputError("probs must be finite and non-negative, got other values instead.")
     sums = p.sum(dim=1)  # (N,)
     worst = int((sums - 1).abs().argmax())
     if abs(float(sums[worst]) - 1.0) > 1e-3:
-        raise ValueError(
+        raise InputError(
             f"probs must have rows summing to 1 (probabilities, not logits), "
             f"got a row summing to {float(sums[worst]):.6g} instead."
         )
@@ -190,11 +191,11 @@ def measure_latency(
     check_positive_int("batch_size", batch_size)
     check_positive_int("repeats", repeats)
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__} instead.")
+        raise InputTypeError(f"model must be an nn.Module, got {type(model).__name__} instead.")
     X = _as_tensor("X", X)
     n = X.shape[0] if X.ndim else 0
     if n < 1:
-        raise ValueError(f"X must hold at least one sample, got shape {tuple(X.shape)} instead.")
+        raise InputError(f"X must hold at least one sample, got shape {tuple(X.shape)} instead.")
     _run_logits(model, X[: min(n, batch_size)], batch_size=batch_size)  # warm-up
     times = []
     for _ in range(repeats):
@@ -247,7 +248,7 @@ def evaluate_model(
         (15, 20, 1.0, True)
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__} instead.")
+        raise InputTypeError(f"model must be an nn.Module, got {type(model).__name__} instead.")
     check_positive_int("batch_size", batch_size)
     check_positive_int("n_bins", n_bins)
     check_positive_int("latency_repeats", latency_repeats, minimum=0)
@@ -264,7 +265,7 @@ def evaluate_model(
     if teacher_logits is not None:
         t = _as_tensor("teacher_logits", teacher_logits)
         if tuple(t.shape) != (n, num_classes) or not t.is_floating_point():
-            raise ValueError(
+            raise InputError(
                 f"teacher_logits must be floating point with shape ({n}, {num_classes}) like the model's "
                 f"logits, got {tuple(t.shape)} ({t.dtype}) instead."
             )

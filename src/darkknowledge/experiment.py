@@ -36,6 +36,7 @@ from darkknowledge.report.html import gap_closed
 from darkknowledge.soft_targets import analyse_soft_targets, cached_teacher_logits
 from darkknowledge.teachers import Ensemble, bootstrap_indices, teacher_logits
 from darkknowledge.train import fit
+from darkknowledge.errors import InputError
 
 __all__ = ["run_experiment", "check_output_folder", "format_table", "load_splits", "OutputExistsError"]
 
@@ -58,7 +59,7 @@ def _train_teacher(cfg: ExperimentConfig, data: Splits, out: Path, log: Callable
         teacher = load_model(t.run_dir)
         spec = teacher.spec
         if tuple(spec.input_shape) != tuple(data.input_shape) or spec.num_classes != data.num_classes:
-            raise ValueError(
+            raise InputError(
                 f"teacher.run_dir {t.run_dir!r} must hold a teacher for the data's input shape "
                 f"{tuple(data.input_shape)} and {data.num_classes} classes, got input shape "
                 f"{tuple(spec.input_shape)} and {spec.num_classes} classes instead."
@@ -189,9 +190,9 @@ def _run_experiment(cfg: ExperimentConfig, out: Path, log: Callable[[str], None]
     data, ds_name = load_splits(ds_cfg)
     check_config_against_data(cfg, num_classes=data.num_classes)  # omit_class, top_k: before any training
     if data.X_test is None:
-        raise ValueError(f"dataset {ds_cfg.name!r} has no test split; the run evaluates on a held-out test split.")
+        raise InputError(f"dataset {ds_cfg.name!r} has no test split; the run evaluates on a held-out test split.")
     if data.X_val is None:
-        raise ValueError(f"dataset {ds_cfg.name!r} has no validation split (X_val.npy / y_val.npy); the run "
+        raise InputError(f"dataset {ds_cfg.name!r} has no validation split (X_val.npy / y_val.npy); the run "
                          "chooses T, alpha and the learning rate on it.")
     log(f"data: {ds_name}, {len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test, "
         f"{data.num_classes} classes, input {data.input_shape}")

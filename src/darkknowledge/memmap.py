@@ -51,6 +51,7 @@ from darkknowledge.checkpoint import NotARegularFileError, describe_file_type, r
 from darkknowledge.rundir import check_entries, check_path
 from darkknowledge.soft_targets import CACHE_DTYPES, check_storable, compress_top_k, dense_logits
 from darkknowledge.teachers import as_teacher
+from darkknowledge.errors import InputError, InputTypeError, MissingFileError
 
 __all__ = [
     "MemmapSoftTargets",
@@ -71,7 +72,7 @@ def _load_npy(path: Path, **kwargs: Any) -> np.ndarray:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path} does not exist.") from None
+        raise MissingFileError(f"{path} does not exist.") from None
     if not stat.S_ISREG(st.st_mode):
         raise NotARegularFileError(f"{path} is {describe_file_type(st.st_mode)}, not a regular .npy file.")
     return np.load(path, allow_pickle=False, **kwargs)
@@ -79,9 +80,9 @@ def _load_npy(path: Path, **kwargs: Any) -> np.ndarray:
 
 def _check_rows(name: str, X: Any) -> None:
     if not isinstance(X, (np.ndarray, torch.Tensor)):
-        raise TypeError(f"{name} must be a numpy.ndarray (or memmap) or torch.Tensor, got {type(X).__name__} instead.")
+        raise InputTypeError(f"{name} must be a numpy.ndarray (or memmap) or torch.Tensor, got {type(X).__name__} instead.")
     if X.ndim < 1 or len(X) == 0:
-        raise ValueError(f"{name} must have shape (N, ...) with N >= 1, got {tuple(X.shape)} instead.")
+        raise InputError(f"{name} must have shape (N, ...) with N >= 1, got {tuple(X.shape)} instead.")
 
 
 def iter_row_blocks(X: np.ndarray | torch.Tensor, *, block_rows: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -143,7 +144,7 @@ class _NpyWriter:
     def write(self, block: np.ndarray) -> None:
         block = np.ascontiguousarray(block, dtype=self.dtype)
         if block.shape[1:] != self.shape[1:]:
-            raise ValueError(f"block of shape {block.shape} does not fit {self.path.name} of shape {self.shape}.")
+            raise InputError(f"block of shape {block.shape} does not fit {self.path.name} of shape {self.shape}.")
         data = memoryview(block.reshape(-1).view(np.uint8))
         self.f.write(data)
         self.sha.update(data)
@@ -206,7 +207,7 @@ def stream_teacher_logits(
         check_positive_int("top_k", top_k)
     check_positive_int("block_rows", block_rows)
     if not isinstance(split, str) or not split:
-        raise TypeError(f"split must be a non-empty string, got {split!r} instead.")
+        raise InputTypeError(f"split must be a non-empty string, got {split!r} instead.")
     _check_rows("X", X)
     root = check_path(cache_dir, name="cache_dir")  # "" is refused; the folder is shared, not claimed
     module = as_teacher(teacher)
@@ -217,7 +218,7 @@ def stream_teacher_logits(
         try:
             reader = MemmapSoftTargets(final, release_every=release_every)
             if reader.fingerprint != key:
-                raise ValueError("its fingerprint does not match its name")
+                raise InputError("its fingerprint does not match its name")
             if verify:
                 reader.verify()
             return reader
@@ -241,7 +242,7 @@ def stream_teacher_logits(
                 if num_classes is None:
                     num_classes = z.shape[1]
                     if top_k is not None and top_k > num_classes:
-                        raise ValueError(f"top_k must be at most the number of classes ({num_classes}), got {top_k} instead.")
+                        raise InputError(f"top_k must be at most the number of classes ({num_classes}), got {top_k} instead.")
                     if top_k is None:
                         writers["logits"] = _NpyWriter(tmp / "logits.npy", (n, num_classes), store)
                     else:
@@ -305,10 +306,10 @@ class MemmapSoftTargets:
         self.release_every = release_every
         meta_path = self.folder / "meta.json"
         if not os.path.lexists(meta_path):
-            raise FileNotFoundError(f"folder {str(self.folder)!r} holds no meta.json (not a soft-target .npyset).")
+            raise MissingFileError(f"folder {str(self.folder)!r} holds no meta.json (not a soft-target .npyset).")
         self.meta = json.loads(read_regular_bytes(meta_path).decode("utf-8"))
         if self.meta.get("format") != _FORMAT:
-            raise ValueError(f"{meta_path} is not a {_FORMAT} file.")
+            raise InputError(f"{meta_path} is not a {_FORMAT} file.")
         self.fingerprint: str = self.meta["fingerprint"]
         self.dtype: str = self.meta["dtype"]
         self.top_k: int | None = self.meta["top_k"]
@@ -319,7 +320,7 @@ class MemmapSoftTargets:
         for name, info in self.meta["arrays"].items():  # cheap structural check
             arr = _load_npy(self.folder / f"{name}.npy", mmap_mode="r")
             if list(arr.shape) != info["shape"] or arr.dtype.str != info["dtype"]:
-                raise ValueError(f"{name}.npy has shape {arr.shape} and dtype {arr.dtype.str}, "
+                raise InputError(f"{name}.npy has shape {arr.shape} and dtype {arr.dtype.str}, "
                                  f"meta.json says {info['shape']} and {info['dtype']}.")
             del arr
 
@@ -350,7 +351,7 @@ class MemmapSoftTargets:
         elif isinstance(index, np.ndarray) and index.dtype.kind in "iu" and index.ndim == 1:
             rows = index.astype(np.int64, copy=False)
         else:
-            raise TypeError(f"index must be a 1-d integer tensor or array, a slice or an int, got {index!r} instead.")
+            raise InputTypeError(f"index must be a 1-d integer tensor or array, a slice or an int, got {index!r} instead.")
         if rows.size and (rows.min() < -n or rows.max() >= n):
             raise IndexError(f"index must hold rows in [-{n}, {n}), got values from {rows.min()} to {rows.max()} instead.")
         rows = np.where(rows < 0, rows + n, rows)
@@ -384,7 +385,7 @@ class MemmapSoftTargets:
                 h.update(memoryview(block.reshape(-1).view(np.uint8)))
             del arr
             if h.hexdigest() != info["sha256"]:
-                raise ValueError(f"{name}.npy in {str(self.folder)!r} fails its SHA-256 checksum (changed or corrupt).")
+                raise InputError(f"{name}.npy in {str(self.folder)!r} fails its SHA-256 checksum (changed or corrupt).")
 
 
 class _RowSubset:

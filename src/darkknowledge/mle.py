@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from darkknowledge._checks import check_positive_finite, check_positive_int
+from darkknowledge.errors import InputError, InputTypeError, MissingFileError
 
 __all__ = ["LogisticFit", "fit_logistic_regression", "challenger_data", "plot_logistic_fit"]
 
@@ -78,19 +79,19 @@ def _design(x: Any, name: str, d: int | None = None) -> np.ndarray:
     try:
         X = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be an array of numbers, got {type(x).__name__} instead.") from None
+        raise InputTypeError(f"{name} must be an array of numbers, got {type(x).__name__} instead.") from None
     if X.ndim == 0:
         X = X.reshape(1, 1)
     elif X.ndim == 1:
         X = X[:, None]  # (N,) -> (N, 1)
     elif X.ndim != 2:
-        raise ValueError(f"{name} must have shape (N,) or (N, D), got {X.shape} instead.")
+        raise InputError(f"{name} must have shape (N,) or (N, D), got {X.shape} instead.")
     if X.shape[0] == 0:
-        raise ValueError(f"{name} must have at least one sample, got shape {X.shape} instead.")
+        raise InputError(f"{name} must have at least one sample, got shape {X.shape} instead.")
     if not np.isfinite(X).all():
-        raise ValueError(f"{name} must contain finite numbers.")
+        raise InputError(f"{name} must contain finite numbers.")
     if d is not None and X.shape[1] != d:
-        raise ValueError(f"{name} must have {d} feature(s) per sample, got {X.shape[1]} instead.")
+        raise InputError(f"{name} must have {d} feature(s) per sample, got {X.shape[1]} instead.")
     return X
 
 
@@ -138,9 +139,9 @@ def fit_logistic_regression(
     n, d = X1.shape
     yv = np.asarray(y, dtype=np.float64)
     if yv.shape != (n,):
-        raise ValueError(f"y must have shape ({n},) to match x, got {yv.shape} instead.")
+        raise InputError(f"y must have shape ({n},) to match x, got {yv.shape} instead.")
     if not np.isin(yv, (0.0, 1.0)).all():
-        raise ValueError("y must contain only 0 and 1.")
+        raise InputError("y must contain only 0 and 1.")
     X = np.hstack([np.ones((n, 1)), X1])  # (N, D + 1) with the intercept column
     beta = np.zeros(d + 1)
     ll = _log_likelihood(yv, X @ beta)
@@ -234,16 +235,16 @@ def plot_logistic_fit(
     import matplotlib.pyplot as plt
 
     if fit.coefficients.shape != (1,):
-        raise ValueError(f"fit must have one feature to plot, got {fit.coefficients.shape[0]} instead.")
+        raise InputError(f"fit must have one feature to plot, got {fit.coefficients.shape[0]} instead.")
     xv = _design(x, "x", 1)[:, 0]
     yv = np.asarray(y, dtype=np.float64)
     if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
-        raise ValueError(f"path must name a PNG file to write, got {path!r} instead.")
+        raise InputError(f"path must name a PNG file to write, got {path!r} instead.")
     path = Path(path)
     if path.is_dir() or path.name in ("", ".", ".."):
-        raise ValueError(f"path must name a PNG file to write, got the folder {str(path)!r} instead.")
+        raise InputError(f"path must name a PNG file to write, got the folder {str(path)!r} instead.")
     if not path.parent.is_dir():
-        raise FileNotFoundError(f"path's folder {str(path.parent)!r} does not exist.")
+        raise MissingFileError(f"path's folder {str(path.parent)!r} does not exist.")
     lo, hi = float(xv.min()), float(xv.max())
     if mark is not None:
         lo, hi = min(lo, mark), max(hi, mark)

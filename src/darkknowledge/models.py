@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from darkknowledge._checks import check_in_range, check_one_of, check_positive_int
+from darkknowledge.errors import InputError, InputTypeError
 
 __all__ = [
     "MODEL_NAMES",
@@ -99,14 +100,14 @@ class ModelSpec:
     def from_dict(cls, d: Mapping[str, Any]) -> ModelSpec:
         """Inverse of :meth:`to_dict`; unknown or missing keys raise ``ValueError``."""
         if not isinstance(d, Mapping):
-            raise TypeError(f"spec must be a mapping, got {type(d).__name__} instead.")
+            raise InputTypeError(f"spec must be a mapping, got {type(d).__name__} instead.")
         keys = {"name", "input_shape", "num_classes", "options"}
         unknown = sorted(set(d) - keys)
         if unknown:
-            raise ValueError(f"spec has unknown keys {unknown}; expected {sorted(keys)}.")
+            raise InputError(f"spec has unknown keys {unknown}; expected {sorted(keys)}.")
         missing = sorted(keys - {"options"} - set(d))
         if missing:
-            raise ValueError(f"spec is missing keys {missing}; expected {sorted(keys)}.")
+            raise InputError(f"spec is missing keys {missing}; expected {sorted(keys)}.")
         return cls(
             name=d["name"],
             input_shape=tuple(d["input_shape"]),
@@ -136,7 +137,7 @@ def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
     7850
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__} instead.")
+        raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__} instead.")
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
@@ -208,12 +209,12 @@ def build_model(
     given = dict(options or {})
     overlap = sorted(set(given) & set(kwargs))
     if overlap:
-        raise ValueError(f"options {overlap} were given both in options= and as keywords; give each once.")
+        raise InputError(f"options {overlap} were given both in options= and as keywords; give each once.")
     given.update(kwargs)
     unknown = sorted(set(given) - set(_DEFAULTS[name]))
     if unknown:
         valid = sorted(_DEFAULTS[name]) or "none"
-        raise ValueError(f"unknown option(s) {unknown} for model {name!r}; valid options: {valid}.")
+        raise InputError(f"unknown option(s) {unknown} for model {name!r}; valid options: {valid}.")
     resolved = {**_DEFAULTS[name], **given}
 
     with torch.device("meta"):  # first without memory: checks the options and counts the parameters
@@ -247,7 +248,7 @@ def _check_fits_in_memory(name: str, probe: nn.Module) -> None:
     need = 4 * numel  # bytes of float32 weights and buffers
     available = available_memory_bytes()
     if available is not None and need > available:
-        raise ValueError(
+        raise InputError(
             f"model {name!r} would have {numel:,} parameters ({need / 2**30:,.1f} GiB of float32 weights), "
             f"more than the {available / 2**30:,.1f} GiB of memory available; choose smaller layers "
             "(training needs about 4x the weights: weights, gradients, momentum and the best weights)."
@@ -256,10 +257,10 @@ def _check_fits_in_memory(name: str, probe: nn.Module) -> None:
 
 def _check_shape(input_shape: Any) -> tuple[int, ...]:
     if not isinstance(input_shape, (tuple, list)) or len(input_shape) == 0:
-        raise TypeError(f"input_shape must be a non-empty tuple of ints, got {input_shape!r} instead.")
+        raise InputTypeError(f"input_shape must be a non-empty tuple of ints, got {input_shape!r} instead.")
     for d in input_shape:
         if isinstance(d, bool) or not isinstance(d, int) or d < 1:
-            raise ValueError(f"input_shape must contain positive ints, got {tuple(input_shape)!r} instead.")
+            raise InputError(f"input_shape must contain positive ints, got {tuple(input_shape)!r} instead.")
     return tuple(input_shape)
 
 
@@ -267,19 +268,19 @@ def _check_sizes(name: str, sizes: Any, *, allow_empty: bool) -> tuple[int, ...]
     if isinstance(sizes, int) and not isinstance(sizes, bool):
         sizes = (sizes,)
     if not isinstance(sizes, (tuple, list)):
-        raise TypeError(f"{name} must be a tuple of positive ints, got {sizes!r} instead.")
+        raise InputTypeError(f"{name} must be a tuple of positive ints, got {sizes!r} instead.")
     if not sizes and not allow_empty:
-        raise ValueError(f"{name} must have at least one entry, got {tuple(sizes)!r} instead.")
+        raise InputError(f"{name} must have at least one entry, got {tuple(sizes)!r} instead.")
     for s in sizes:
         if isinstance(s, bool) or not isinstance(s, int) or s < 1:
-            raise ValueError(f"{name} must be a tuple of positive ints, got {tuple(sizes)!r} instead.")
+            raise InputError(f"{name} must be a tuple of positive ints, got {tuple(sizes)!r} instead.")
     return tuple(sizes)
 
 
 def _check_dropout(name: str, p: Any) -> float:
     p = check_in_range(name, p, 0.0, 1.0)
     if p == 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {p!r} instead.")
+        raise InputError(f"{name} must be in [0, 1), got {p!r} instead.")
     return p
 
 
@@ -320,7 +321,7 @@ def _build_linear(input_shape, num_classes, options) -> nn.Module:
 
 def _build_logistic(input_shape, num_classes, options) -> nn.Module:
     if num_classes > 2:
-        raise ValueError(
+        raise InputError(
             f"num_classes must be 1 or 2 for the binary 'logistic' model, got {num_classes} instead; "
             "use 'softmax-regression' for more classes."
         )
@@ -362,7 +363,7 @@ def _build_cnn(input_shape, num_classes, options) -> nn.Module:
     dropout = _check_dropout("dropout", options["dropout"])
     batchnorm = options["batchnorm"]
     if not isinstance(batchnorm, bool):
-        raise TypeError(f"batchnorm must be a bool, got {type(batchnorm).__name__} instead.")
+        raise InputTypeError(f"batchnorm must be a bool, got {type(batchnorm).__name__} instead.")
     convs = check_positive_int("convs_per_stage", options["convs_per_stage"])
     options["channels"] = channels
 
@@ -371,13 +372,13 @@ def _build_cnn(input_shape, num_classes, options) -> nn.Module:
     elif len(input_shape) == 1 and math.isqrt(input_shape[0]) ** 2 == input_shape[0]:
         c_in, h, w = 1, math.isqrt(input_shape[0]), math.isqrt(input_shape[0])
     else:
-        raise ValueError(
+        raise InputError(
             "input_shape must be (C, H, W) or flat (H*H,) with H*H a perfect square for the cnn, "
             f"got {input_shape!r} instead."
         )
     stages = len(channels)
     if h >> stages < 1 or w >> stages < 1:
-        raise ValueError(
+        raise InputError(
             f"input of {h}x{w} pixels is too small for {stages} pooling stages (channels={channels}); "
             "use fewer channels entries."
         )

@@ -26,6 +26,7 @@ import math
 import torch
 
 from darkknowledge._checks import check_one_of, check_positive_int
+from darkknowledge.errors import InputError
 
 __all__ = ["LR_SCHEDULES", "build_scheduler", "lr_factor"]
 
@@ -76,7 +77,7 @@ def build_scheduler(
     check_positive_int("total_steps", total_steps)
     check_positive_int("warmup_steps", warmup_steps, minimum=0)
     if warmup_steps >= total_steps and warmup_steps > 0:
-        raise ValueError(
+        raise InputError(
             f"warmup_steps must be < total_steps={total_steps}, got {warmup_steps} instead; "
             "use fewer warm-up epochs than epochs."
         )

@@ -45,7 +45,7 @@ import torch
 
 from darkknowledge._checks import check_one_of, check_positive_finite, check_positive_int
 from darkknowledge.checkpoint import atomic_write_bytes
-from darkknowledge.errors import InputError
+from darkknowledge.errors import InputError, InputTypeError
 from darkknowledge.rundir import check_entries, check_path
 from darkknowledge.distributed import (
     all_gather_rows,
@@ -154,7 +154,7 @@ def fingerprint(teacher: Any, X: torch.Tensor | np.ndarray, *, block_rows: int =
     """
     module = as_teacher(teacher)
     if not isinstance(X, (torch.Tensor, np.ndarray)):
-        raise TypeError(f"X must be a torch.Tensor or numpy.ndarray, got {type(X).__name__} instead.")
+        raise InputTypeError(f"X must be a torch.Tensor or numpy.ndarray, got {type(X).__name__} instead.")
     check_positive_int("block_rows", block_rows)
     h = hashlib.sha256()
     h.update(f"{_FORMAT}/{_FORMAT_VERSION}|{type(module).__module__}.{type(module).__qualname__}|".encode())
@@ -195,7 +195,7 @@ def compress_top_k(logits: torch.Tensor, *, k: int) -> tuple[torch.Tensor, torch
     num_classes = logits.shape[1]
     check_positive_int("k", k)
     if k > num_classes:
-        raise ValueError(f"k must be at most the number of classes ({num_classes}), got {k} instead.")
+        raise InputError(f"k must be at most the number of classes ({num_classes}), got {k} instead.")
     values, indices = torch.topk(logits, k, dim=1)  # (N, k), (N, k) largest first
     rest = logits.scatter(1, indices, float("-inf"))  # (N, C) with the top-k masked out
     rest_logsumexp = torch.logsumexp(rest, dim=1)  # (N,)  -inf when k == C
@@ -234,13 +234,13 @@ def dense_logits(
     """
     check_positive_int("num_classes", num_classes)
     if values.ndim != 2 or indices.shape != values.shape or rest_logsumexp.shape != values.shape[:1]:
-        raise ValueError(
+        raise InputError(
             "values, indices and rest_logsumexp must have shapes (N, k), (N, k) and (N,), "
             f"got {tuple(values.shape)}, {tuple(indices.shape)} and {tuple(rest_logsumexp.shape)} instead."
         )
     n, k = values.shape
     if k > num_classes:
-        raise ValueError(f"num_classes must be at least k={k}, got {num_classes} instead.")
+        raise InputError(f"num_classes must be at least k={k}, got {num_classes} instead.")
     values = values.to(torch.float32)
     if k == num_classes:
         fill = torch.zeros(n, 1)  # every entry is overwritten by the scatter below
@@ -258,11 +258,11 @@ def _as_2d_float(name: str, a: Any) -> torch.Tensor:
     if isinstance(a, np.ndarray):
         a = torch.from_numpy(np.ascontiguousarray(a))
     if not isinstance(a, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(a).__name__} instead.")
+        raise InputTypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(a).__name__} instead.")
     if a.ndim != 2 or a.shape[1] < 1:
-        raise ValueError(f"{name} must have shape (N, C), got {tuple(a.shape)} instead.")
+        raise InputError(f"{name} must have shape (N, C), got {tuple(a.shape)} instead.")
     if not a.is_floating_point():
-        raise TypeError(f"{name} must be floating point, got {a.dtype} instead.")
+        raise InputTypeError(f"{name} must be floating point, got {a.dtype} instead.")
     return a
 
 
@@ -300,7 +300,7 @@ class SoftTargetCache:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         if not isinstance(root, (str, os.PathLike)):
-            raise TypeError(f"root must be a path (str or os.PathLike), got {type(root).__name__} instead.")
+            raise InputTypeError(f"root must be a path (str or os.PathLike), got {type(root).__name__} instead.")
         # a cache folder is shared by design (not claimed like a run folder): only "" is refused here,
         # and links or special files at an entry's path when it is read or written
         self.root = check_path(root, name="cache_dir")
@@ -334,7 +334,7 @@ class SoftTargetCache:
             check_positive_int("top_k", top_k)
         check_positive_int("batch_size", batch_size)
         if not isinstance(split, str) or not split:
-            raise TypeError(f"split must be a non-empty string, got {split!r} instead.")
+            raise InputTypeError(f"split must be a non-empty string, got {split!r} instead.")
         module = as_teacher(teacher)
         key = fingerprint(module, X, split=split, dtype=dtype, top_k=top_k)
         path = self.path_for(key)
@@ -395,7 +395,7 @@ class SoftTargetCache:
             check_storable("logits", logits, stored, dtype)
             return {"logits": stored}
         if top_k > logits.shape[1]:
-            raise ValueError(
+            raise InputError(
                 f"top_k must be at most the number of classes ({logits.shape[1]}), got {top_k} instead."
             )
         values, indices, rest = compress_top_k(logits, k=top_k)
@@ -423,13 +423,13 @@ class SoftTargetCache:
                 metadata = f.metadata() or {}
                 tensors = {name: f.get_tensor(name) for name in f.keys()}
             if metadata.get("format") != _FORMAT or metadata.get("fingerprint") != key:
-                raise ValueError("its metadata does not match its name")
+                raise InputError("its metadata does not match its name")
             if metadata.get("payload_sha256") != _payload_sha256(tensors):
-                raise ValueError("its payload checksum does not match")
+                raise InputError("its payload checksum does not match")
             num_classes = int(metadata["num_classes"])
             dense = self._decode(tensors, num_classes=num_classes)
             if dense.ndim != 2 or dense.shape[1] != num_classes:
-                raise ValueError("its arrays have inconsistent shapes")
+                raise InputError("its arrays have inconsistent shapes")
             return dense
         except Exception as err:  # noqa: BLE001 -- any unreadable file is rebuilt, never trusted
             warnings.warn(
@@ -490,14 +490,14 @@ def cached_teacher_logits(
 
 def _temperature_keys(temperatures: Sequence[float]) -> list[tuple[str, float]]:
     if isinstance(temperatures, (str, bytes)) or not isinstance(temperatures, Sequence) or not temperatures:
-        raise TypeError(f"temperatures must be a non-empty sequence of numbers, got {temperatures!r} instead.")
+        raise InputTypeError(f"temperatures must be a non-empty sequence of numbers, got {temperatures!r} instead.")
     out = []
     for t in temperatures:
         value = check_positive_finite("temperature", t)
         out.append((f"{value:g}", value))
     keys = [k for k, _ in out]
     if len(set(keys)) != len(keys):
-        raise ValueError(f"temperatures must be distinct, got {list(temperatures)} instead.")
+        raise InputError(f"temperatures must be distinct, got {list(temperatures)} instead.")
     return out
 
 
@@ -506,16 +506,16 @@ def _logits_and_labels(teacher_logits: Any, y: Any) -> tuple[torch.Tensor, torch
     if isinstance(y, np.ndarray):
         y = torch.from_numpy(np.ascontiguousarray(y))
     if not isinstance(y, torch.Tensor):
-        raise TypeError(f"y must be a torch.Tensor or numpy.ndarray, got {type(y).__name__} instead.")
+        raise InputTypeError(f"y must be a torch.Tensor or numpy.ndarray, got {type(y).__name__} instead.")
     if y.ndim != 1 or y.shape[0] != z.shape[0] or y.is_floating_point():
-        raise ValueError(
+        raise InputError(
             f"y must be (N,) integer class ids with N={z.shape[0]}, "
             f"got shape {tuple(y.shape)} and dtype {y.dtype} instead."
         )
     y = y.to(torch.int64)
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= z.shape[1]):
         bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
-        raise ValueError(f"y must hold class ids in [0, {z.shape[1]}), got {bad} instead.")
+        raise InputError(f"y must hold class ids in [0, {z.shape[1]}), got {bad} instead.")
     return z, y
 
 
@@ -524,7 +524,7 @@ def _class_names(class_names: Sequence[str] | None, num_classes: int) -> list[st
         return [str(c) for c in range(num_classes)]
     names = [str(c) for c in class_names]
     if len(names) != num_classes:
-        raise ValueError(f"class_names must have {num_classes} entries, got {len(names)} instead.")
+        raise InputError(f"class_names must have {num_classes} entries, got {len(names)} instead.")
     return names
 
 
@@ -559,7 +559,7 @@ def examples(
     out = []
     for i in indices:
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= int(i) < z.shape[0]:
-            raise ValueError(f"indices must be integers in [0, {z.shape[0]}), got {i!r} instead.")
+            raise InputError(f"indices must be integers in [0, {z.shape[0]}), got {i!r} instead.")
         i = int(i)
         label = int(y[i])
         out.append(

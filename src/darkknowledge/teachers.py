@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from darkknowledge._checks import check_one_of, check_positive_int
+from darkknowledge.errors import InputError, InputTypeError
 
 __all__ = [
     "COMBINE_MODES",
@@ -89,23 +90,23 @@ def bootstrap_indices(n: int, *, seed: int) -> torch.Tensor:
 def _normalised_weights(weights: Any, num_members: int) -> torch.Tensor:
     """Validate ensemble weights and return them as a float64 ``(M,)`` tensor summing to 1."""
     if isinstance(weights, (str, bytes)) or not isinstance(weights, (Sequence, np.ndarray, torch.Tensor)):
-        raise TypeError(f"weights must be a sequence of numbers, got {type(weights).__name__} instead.")
+        raise InputTypeError(f"weights must be a sequence of numbers, got {type(weights).__name__} instead.")
     try:
         if isinstance(weights, torch.Tensor):
             w = weights.detach().to("cpu", torch.float64).reshape(-1)
         else:
             w = torch.from_numpy(np.asarray(weights, dtype=np.float64).reshape(-1))
     except (TypeError, ValueError) as err:
-        raise TypeError(f"weights must be a sequence of numbers, got {weights!r} instead.") from err
+        raise InputTypeError(f"weights must be a sequence of numbers, got {weights!r} instead.") from err
     if w.numel() != num_members:
-        raise ValueError(
+        raise InputError(
             f"weights must have one entry per member ({num_members}), got {w.numel()} instead."
         )
     if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
-        raise ValueError(f"weights must be finite and non-negative, got {w.tolist()} instead.")
+        raise InputError(f"weights must be finite and non-negative, got {w.tolist()} instead.")
     total = float(w.sum())
     if total <= 0:
-        raise ValueError(f"weights must not all be zero, got {w.tolist()} instead.")
+        raise InputError(f"weights must not all be zero, got {w.tolist()} instead.")
     return w / total
 
 
@@ -149,12 +150,12 @@ class Ensemble(nn.Module):
     ) -> None:
         super().__init__()
         if isinstance(members, nn.Module) or not isinstance(members, Sequence) or len(members) == 0:
-            raise TypeError(
+            raise InputTypeError(
                 f"members must be a non-empty sequence of nn.Module, got {type(members).__name__} instead."
             )
         for i, member in enumerate(members):
             if not isinstance(member, nn.Module):
-                raise TypeError(f"members[{i}] must be an nn.Module, got {type(member).__name__} instead.")
+                raise InputTypeError(f"members[{i}] must be an nn.Module, got {type(member).__name__} instead.")
         self.combine = check_one_of("combine", combine, COMBINE_MODES)
         self.members = nn.ModuleList(members)
         w = (
@@ -174,7 +175,7 @@ class Ensemble(nn.Module):
         outputs = [member(x) for _, member in active]  # M' x (N, C) logits
         shapes = sorted({tuple(z.shape) for z in outputs})
         if len(shapes) != 1 or len(shapes[0]) != 2:
-            raise ValueError(f"members must all return (N, C) logits of one shape, got shapes {shapes} instead.")
+            raise InputError(f"members must all return (N, C) logits of one shape, got shapes {shapes} instead.")
         # (M', N, C) member log-probabilities, in float64 so averaging adds no error
         logp = torch.stack([z.double().log_softmax(dim=-1) for z in outputs])
         wa = torch.tensor([wm for wm, _ in active], dtype=torch.float64, device=logp.device)
@@ -216,7 +217,7 @@ def as_teacher(
     if isinstance(obj, (list, tuple)):
         return Ensemble([as_teacher(member) for member in obj], weights=weights, combine=combine)
     if weights is not None or combine != "prob":
-        raise ValueError(
+        raise InputError(
             "weights and combine apply only to a list of ensemble members, "
             f"got a single {type(obj).__name__} instead."
         )
@@ -226,7 +227,7 @@ def as_teacher(
         from darkknowledge.checkpoint import load_model  # lazy: checkpoint is a lower floor
 
         return load_model(obj)
-    raise TypeError(
+    raise InputTypeError(
         "teacher must be an nn.Module, a run folder path, or a list of them, "
         f"got {type(obj).__name__} instead."
     )
@@ -245,9 +246,9 @@ def _as_input_tensor(X: Any, module: nn.Module) -> torch.Tensor:
     if isinstance(X, np.ndarray):  # a copy of these rows (a memory map stays read-only and unread elsewhere)
         X = torch.from_numpy(np.array(X, copy=True))
     if not isinstance(X, torch.Tensor):
-        raise TypeError(f"X must be a torch.Tensor or numpy.ndarray, got {type(X).__name__} instead.")
+        raise InputTypeError(f"X must be a torch.Tensor or numpy.ndarray, got {type(X).__name__} instead.")
     if X.ndim < 1:
-        raise ValueError(f"X must have a leading batch dimension, got shape {tuple(X.shape)} instead.")
+        raise InputError(f"X must have a leading batch dimension, got shape {tuple(X.shape)} instead.")
     ref = _reference_tensor(module)
     if X.is_floating_point() and ref is not None and ref.is_floating_point() and X.dtype != ref.dtype:
         X = X.to(ref.dtype)
@@ -279,9 +280,9 @@ def teacher_logits(teacher: Any, X: torch.Tensor | np.ndarray, *, batch_size: in
     check_positive_int("batch_size", batch_size)
     module = as_teacher(teacher)
     if not isinstance(X, (torch.Tensor, np.ndarray)):
-        raise TypeError(f"X must be a torch.Tensor or numpy.ndarray, got {type(X).__name__} instead.")
+        raise InputTypeError(f"X must be a torch.Tensor or numpy.ndarray, got {type(X).__name__} instead.")
     if X.ndim < 1:
-        raise ValueError(f"X must have a leading batch dimension, got shape {tuple(X.shape)} instead.")
+        raise InputError(f"X must have a leading batch dimension, got shape {tuple(X.shape)} instead.")
     ref = _reference_tensor(module)
     device = ref.device if ref is not None else torch.device("cpu")
     modes = [(m, m.training) for m in module.modules()]
@@ -294,13 +295,13 @@ def teacher_logits(teacher: Any, X: torch.Tensor | np.ndarray, *, batch_size: in
                 out = module(_as_input_tensor(X[start : start + batch_size], module).to(device))
                 if not isinstance(out, torch.Tensor) or out.ndim != 2:
                     shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                    raise ValueError(f"teacher must return (N, C) logits, got {shape} instead.")
+                    raise InputError(f"teacher must return (N, C) logits, got {shape} instead.")
                 chunks.append(out.detach().to("cpu", torch.float32))
     finally:
         for m, mode in modes:
             m.training = mode
     if not chunks:  # N == 0: no forward pass, no known C
-        raise ValueError("X must hold at least one sample, got 0 instead.")
+        raise InputError("X must hold at least one sample, got 0 instead.")
     return torch.cat(chunks)  # (N, C)
 
 
@@ -328,7 +329,7 @@ def check_compatible(teacher: Any, *, num_classes: int, input_shape: Sequence[in
     check_positive_int("num_classes", num_classes)
     shape = tuple(int(d) for d in input_shape)
     if any(d < 1 for d in shape):
-        raise ValueError(f"input_shape must hold positive sizes, got {shape} instead.")
+        raise InputError(f"input_shape must hold positive sizes, got {shape} instead.")
     module = as_teacher(teacher)
     ref = _reference_tensor(module)
     dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.get_default_dtype()
@@ -336,12 +337,12 @@ def check_compatible(teacher: Any, *, num_classes: int, input_shape: Sequence[in
     try:
         out = teacher_logits(module, probe, batch_size=2)
     except (RuntimeError, ValueError, TypeError, IndexError) as err:
-        raise ValueError(
+        raise InputError(
             f"teacher must accept inputs of shape (N, {', '.join(map(str, shape))}) and return (N, C) logits; "
             f"it failed instead with: {err}"
         ) from err
     if out.shape[1] != num_classes:
-        raise ValueError(
+        raise InputError(
             f"teacher must predict num_classes={num_classes} classes (the data's), "
             f"got {out.shape[1]} instead."
         )

@@ -102,6 +102,7 @@ from darkknowledge.distributed import (
 )
 from darkknowledge.rundir import check_path, claim_run_dir
 from darkknowledge.schedules import LR_SCHEDULES, build_scheduler
+from darkknowledge.errors import InputError, InputTypeError
 
 __all__ = [
     "LOSS_NAMES",
@@ -132,7 +133,7 @@ _RESUME_HINTS = {
 }
 
 
-class TrainingDivergedError(ValueError):
+class TrainingDivergedError(InputError):
     """The training loss became NaN or infinite; the message names the epoch, step and learning rate."""
 
 
@@ -183,7 +184,7 @@ def _match(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
         return out
     if out.numel() == y.numel():
         return out.reshape(y.shape)
-    raise ValueError(
+    raise InputError(
         f"model output of shape {tuple(out.shape)} does not fit targets of shape {tuple(y.shape)} "
         f"for loss {loss!r}."
     )
@@ -233,7 +234,7 @@ def predict_logits(model: nn.Module, X: torch.Tensor, *, batch_size: int = 1024)
         torch.Size([5, 2])
     """
     if not isinstance(X, torch.Tensor):
-        raise TypeError(f"X must be a torch.Tensor, got {type(X).__name__} instead.")
+        raise InputTypeError(f"X must be a torch.Tensor, got {type(X).__name__} instead.")
     check_positive_int("batch_size", batch_size)
     device = _model_device(model)
     was_training = model.training
@@ -244,7 +245,7 @@ def predict_logits(model: nn.Module, X: torch.Tensor, *, batch_size: int = 1024)
     finally:
         model.train(was_training)
     if not chunks:
-        raise ValueError("X must have at least one row, got 0 instead.")
+        raise InputError("X must have at least one row, got 0 instead.")
     return torch.cat(chunks)  # (N, C)
 
 
@@ -275,7 +276,7 @@ def evaluate_loss_accuracy(
     """
     check_one_of("loss", loss, LOSS_NAMES)
     if not isinstance(y, torch.Tensor) or len(y) != len(X):
-        raise ValueError(f"y must be a tensor with one target per row of X ({len(X)}), got {_describe(y)} instead.")
+        raise InputError(f"y must be a tensor with one target per row of X ({len(X)}), got {_describe(y)} instead.")
     out = predict_logits(model, X, batch_size=batch_size)
     y = y.to(out.device)
     with torch.no_grad():
@@ -308,7 +309,7 @@ def make_optimizer(
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
-        raise ValueError("model has no trainable parameters (none with requires_grad=True).")
+        raise InputError("model has no trainable parameters (none with requires_grad=True).")
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     groups = [
@@ -326,29 +327,29 @@ def _check_data(data: Any) -> None:
     X_train = getattr(data, "X_train", None)
     if isinstance(X_train, np.memmap):
         if X_train.ndim < 2 or X_train.dtype.kind != "f":
-            raise TypeError(
+            raise InputTypeError(
                 f"data.X_train as a numpy.memmap must be floating point with shape (N, ...), "
                 f"got dtype {X_train.dtype} and shape {X_train.shape} instead."
             )
     elif not isinstance(X_train, torch.Tensor):
-        raise TypeError(
+        raise InputTypeError(
             f"data.X_train must be a torch.Tensor (data must be a darkknowledge.data Splits), "
             f"got {_describe(X_train)} instead; a NumPy array is accepted only as a memory map "
             "(np.load(path, mmap_mode='r'))."
         )
     if not isinstance(getattr(data, "y_train", None), torch.Tensor):
-        raise TypeError(
+        raise InputTypeError(
             f"data.y_train must be a torch.Tensor (data must be a darkknowledge.data Splits), "
             f"got {_describe(getattr(data, 'y_train', None))} instead."
         )
     if len(data.X_train) != len(data.y_train) or len(data.X_train) == 0:
-        raise ValueError(
+        raise InputError(
             f"data.X_train and data.y_train must have the same number (> 0) of rows, "
             f"got {len(data.X_train)} and {len(data.y_train)} instead."
         )
     X_val, y_val = getattr(data, "X_val", None), getattr(data, "y_val", None)
     if (X_val is None) != (y_val is None) or (X_val is not None and len(X_val) != len(y_val)):
-        raise ValueError(
+        raise InputError(
             f"data.X_val and data.y_val must both be None or have the same number of rows, "
             f"got {_describe(X_val)} and {_describe(y_val)} instead."
         )
@@ -406,7 +407,7 @@ def _resolve_loss(loss: str | LossFn) -> tuple[str, LossFn, str]:
 def _targets(y: torch.Tensor, loss: str, name: str) -> torch.Tensor:
     if loss == "cross_entropy":
         if y.is_floating_point() or y.dtype == torch.bool:
-            raise TypeError(f"{name} must hold integer class ids for cross-entropy, got dtype {y.dtype} instead.")
+            raise InputTypeError(f"{name} must hold integer class ids for cross-entropy, got dtype {y.dtype} instead.")
         return y.long()  # int32 -> int64 is exact
     return y
 
@@ -516,32 +517,32 @@ def fit(
     """
     # --- validate and resolve the configuration (one place for every setting)
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__} instead.")
+        raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__} instead.")
     _check_data(data)
     val_loss_name, loss_fn, loss_label = _resolve_loss(loss)
     check_positive_int("epochs", epochs)
     check_positive_int("batch_size", batch_size)
     check_positive_finite("lr", lr)
     if lr > MAX_LR:  # torch casts lr to the weights' dtype: 1e300 is inf in float32, far earlier nonsense
-        raise ValueError(f"lr must be at most {MAX_LR:g} (a step that large only diverges), got {lr!r} instead.")
+        raise InputError(f"lr must be at most {MAX_LR:g} (a step that large only diverges), got {lr!r} instead.")
     momentum = check_in_range("momentum", momentum, 0.0, 1.0)
     if momentum == 1.0:
-        raise ValueError(f"momentum must be in [0, 1), got {momentum!r} instead.")
+        raise InputError(f"momentum must be in [0, 1), got {momentum!r} instead.")
     if nesterov and momentum == 0:
-        raise ValueError("nesterov=True needs momentum > 0, got momentum=0.0 instead.")
+        raise InputError("nesterov=True needs momentum > 0, got momentum=0.0 instead.")
     if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)):
-        raise TypeError(f"weight_decay must be a number, got {type(weight_decay).__name__} instead.")
+        raise InputTypeError(f"weight_decay must be a number, got {type(weight_decay).__name__} instead.")
     if not (math.isfinite(weight_decay) and weight_decay >= 0):
-        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r} instead.")
+        raise InputError(f"weight_decay must be a finite number >= 0, got {weight_decay!r} instead.")
     check_one_of("lr_schedule", lr_schedule, LR_SCHEDULES)
     check_positive_int("warmup_epochs", warmup_epochs, minimum=0)
     if warmup_epochs and warmup_epochs >= epochs:
-        raise ValueError(f"warmup_epochs must be < epochs={epochs}, got {warmup_epochs} instead.")
+        raise InputError(f"warmup_epochs must be < epochs={epochs}, got {warmup_epochs} instead.")
     has_val = getattr(data, "X_val", None) is not None and len(data.X_val) > 0
     if early_stopping_patience is not None:
         check_positive_int("early_stopping_patience", early_stopping_patience)
         if not has_val:
-            raise ValueError(
+            raise InputError(
                 "early_stopping_patience needs a validation split, but data.X_val is empty or None; "
                 "pass early_stopping_patience=None or add validation data."
             )
@@ -553,14 +554,14 @@ def fit(
     if augmenter is not None:
         augmenter.check_input_shape(tuple(data.X_train.shape[1:]))
     if on_epoch_end is not None and not callable(on_epoch_end):
-        raise TypeError(f"on_epoch_end must be callable or None, got {type(on_epoch_end).__name__} instead.")
+        raise InputTypeError(f"on_epoch_end must be callable or None, got {type(on_epoch_end).__name__} instead.")
     if not isinstance(amp, bool):
-        raise TypeError(f"amp must be a bool, got {type(amp).__name__} instead.")
+        raise InputTypeError(f"amp must be a bool, got {type(amp).__name__} instead.")
     if resume and force:
-        raise ValueError("resume=True and force=True contradict each other: resume continues the run in out_dir, "
+        raise InputError("resume=True and force=True contradict each other: resume continues the run in out_dir, "
                          "force starts it over; pass one of them.")
     if resume_key is not None and not isinstance(resume_key, Mapping):
-        raise TypeError(f"resume_key must be a mapping or None, got {type(resume_key).__name__} instead.")
+        raise InputTypeError(f"resume_key must be a mapping or None, got {type(resume_key).__name__} instead.")
     run = check_path(out_dir) if out_dir is not None else None
     if progress is None:
         progress = sys.stderr.isatty()
@@ -607,7 +608,7 @@ def fit(
     param = next(iter(model.parameters()), None)
     x_dtype = _torch_dtype(data.X_train)
     if param is not None and x_dtype.is_floating_point and param.dtype != x_dtype:
-        raise TypeError(
+        raise InputTypeError(
             f"data.X_train is {x_dtype} but the model's parameters are {param.dtype}; "
             "convert one to the other (e.g. model.double() or X.float())."
         )
@@ -886,7 +887,7 @@ def content_fingerprint(**arrays: Any) -> str:
         elif hasattr(a, "parent") and hasattr(a, "rows"):  # a row subset of a reader
             h.update(content_fingerprint(parent=a.parent, rows=a.rows).encode())
         else:
-            raise TypeError(f"cannot fingerprint {name} of type {type(a).__name__}.")
+            raise InputTypeError(f"cannot fingerprint {name} of type {type(a).__name__}.")
     return h.hexdigest()
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from darkknowledge._checks import check_positive_int
+from darkknowledge.errors import InputError, InputTypeError
 
 __all__ = ["gather_rows", "minibatches", "num_batches"]
 
@@ -69,7 +70,7 @@ def minibatches(
     check_positive_int("n", n)
     check_positive_int("batch_size", batch_size)
     if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(
+        raise InputTypeError(
             f"generator must be a torch.Generator or None, got {type(generator).__name__} instead."
         )
     if shuffle:
@@ -119,5 +120,5 @@ def gather_rows(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
     finally:
         os.close(fd)
     if len(data) != row_bytes * len(rows):
-        raise OSError(f"{X.filename} is shorter than its header says (truncated?).")
+        raise InputError(f"{X.filename} is shorter than its header says (truncated?); write the file again.")
     return np.frombuffer(bytearray(data), dtype=X.dtype).reshape((len(rows), *X.shape[1:]))

@@ -25,13 +25,14 @@ import numpy as np
 import torch
 
 from darkknowledge._checks import check_positive_finite
+from darkknowledge.errors import InputError, InputTypeError
 
 __all__ = ["Standardizer", "NotFittedError"]
 
 _CHUNK = 8192  # rows per float64 pass: bounded extra memory for (60000, 1, 28, 28) images
 
 
-class NotFittedError(ValueError, AttributeError):
+class NotFittedError(InputError, AttributeError):
     """A :class:`Standardizer` was used before :meth:`Standardizer.fit`."""
 
 
@@ -42,9 +43,9 @@ def _as_numpy(name: str, X: Any) -> np.ndarray:
     if X.dtype == np.bool_ or not np.issubdtype(X.dtype, np.number) or np.issubdtype(
         X.dtype, np.complexfloating
     ):
-        raise TypeError(f"{name} must hold real numbers, got dtype {X.dtype} instead.")
+        raise InputTypeError(f"{name} must hold real numbers, got dtype {X.dtype} instead.")
     if X.ndim < 1:
-        raise ValueError(f"{name} must have a sample axis (ndim >= 1), got a 0-d array instead.")
+        raise InputError(f"{name} must have a sample axis (ndim >= 1), got a 0-d array instead.")
     return X
 
 
@@ -86,9 +87,9 @@ class Standardizer:
         X = _as_numpy("X", X)
         n = X.shape[0]
         if n == 0:
-            raise ValueError(f"X must have at least one sample to fit on, got shape {X.shape} instead.")
+            raise InputError(f"X must have at least one sample to fit on, got shape {X.shape} instead.")
         if not np.isfinite(X).all():
-            raise ValueError("X must be finite to fit a Standardizer, got NaN or inf instead.")
+            raise InputError("X must be finite to fit a Standardizer, got NaN or inf instead.")
         mean = X.mean(axis=0, dtype=np.float64)  # (*feature_shape)
         sq = np.zeros_like(mean)
         for start in range(0, n, _CHUNK):  # two-pass variance, float64, chunk by chunk
@@ -105,7 +106,7 @@ class Standardizer:
             )
         shape = tuple(X.shape)
         if shape[1:] != self.mean_.shape:
-            raise ValueError(
+            raise InputError(
                 f"X must have feature shape {self.mean_.shape} (as in fit), got samples of "
                 f"shape {shape[1:]} instead."
             )
@@ -114,7 +115,7 @@ class Standardizer:
     def _apply(self, X: Any, forward: bool) -> Any:
         if isinstance(X, torch.Tensor):
             if X.dtype == torch.bool or X.is_complex():
-                raise TypeError(f"X must hold real numbers, got dtype {X.dtype} instead.")
+                raise InputTypeError(f"X must hold real numbers, got dtype {X.dtype} instead.")
         else:
             X = _as_numpy("X", X)
         self._check_fitted(X)

@@ -58,6 +58,7 @@ from typing import Any
 
 from darkknowledge._checks import check_in_range, check_one_of, check_positive_int
 from darkknowledge.report import plots
+from darkknowledge.errors import InputError, InputTypeError
 
 __all__ = [
     "REQUIRED_MODEL_KEYS",
@@ -98,38 +99,38 @@ def validate_results(results: Any) -> None:
     >>> validate_results({"models": [{"name": "t", "role": "teacher"}]})
     Traceback (most recent call last):
     ...
-    ValueError: results['models'][0] is missing required key 'params'.
+    darkknowledge.errors.InputError: results['models'][0] is missing required key 'params'.
     """
     if not isinstance(results, Mapping):
-        raise TypeError(f"results must be a dict, got {type(results).__name__} instead.")
+        raise InputTypeError(f"results must be a dict, got {type(results).__name__} instead.")
     if "models" not in results:
-        raise ValueError("results is missing required key 'models'.")
+        raise InputError("results is missing required key 'models'.")
     models = results["models"]
     if not isinstance(models, Sequence) or isinstance(models, (str, bytes)) or not models:
-        raise ValueError(
+        raise InputError(
             f"results['models'] must be a non-empty list of model entries, got {models!r} instead."
         )
     for i, model in enumerate(models):
         where = f"results['models'][{i}]"
         if not isinstance(model, Mapping):
-            raise TypeError(f"{where} must be a dict, got {type(model).__name__} instead.")
+            raise InputTypeError(f"{where} must be a dict, got {type(model).__name__} instead.")
         for key in REQUIRED_MODEL_KEYS:
             if key not in model:
-                raise ValueError(f"{where} is missing required key {key!r}.")
+                raise InputError(f"{where} is missing required key {key!r}.")
         if not isinstance(model["name"], str):
-            raise TypeError(
+            raise InputTypeError(
                 f"{where}['name'] must be a string, got {type(model['name']).__name__} instead."
             )
         check_one_of(f"{where}['role']", model["role"], ROLES)
         check_positive_int(f"{where}['params']", model["params"], minimum=0)
         check_positive_int(f"{where}['n_test']", model["n_test"])
         if not _is_number(model["test_errors"]) or not (model["test_errors"] >= 0):
-            raise ValueError(
+            raise InputError(
                 f"{where}['test_errors'] must be a number >= 0 (a count, or its mean over seeds), "
                 f"got {model['test_errors']!r} instead."
             )
         if model["test_errors"] > model["n_test"]:
-            raise ValueError(
+            raise InputError(
                 f"{where}['test_errors'] must be <= n_test ({model['n_test']}), "
                 f"got {model['test_errors']!r} instead."
             )
@@ -137,7 +138,7 @@ def validate_results(results: Any) -> None:
         for key in _OPTIONAL_NUMBERS:
             value = model.get(key)
             if value is not None and not _is_number(value):
-                raise TypeError(
+                raise InputTypeError(
                     f"{where}[{key!r}] must be a number or null, "
                     f"got {type(value).__name__} instead."
                 )
@@ -680,7 +681,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def _as_path(name: str, value: Any) -> Path:
     if not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"{name} must be a str or path, got {type(value).__name__} instead.")
+        raise InputTypeError(f"{name} must be a str or path, got {type(value).__name__} instead.")
     return Path(value)
 
 
@@ -712,7 +713,7 @@ def render_report_from_file(
     try:
         results = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(
+        raise InputError(
             f"results_json_path must point to a valid JSON file, got {str(src)!r} "
             f"({exc}) instead."
         ) from None
