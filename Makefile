@@ -6,7 +6,7 @@ TORCH  := torch==2.13.0
 
 .PHONY: demo test test-all bench results clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py src/darkknowledge/_fused_kd.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)

@@ -167,10 +167,12 @@ def test_not_found_lists_places_and_remedies(env, fake):
     message = str(info.value)
     for place in (env / "nowhere" / "fashion-mnist", env / "nowhere",
                   env / "cache" / "darkknowledge" / "fashion-mnist", env / "system" / "fashion-mnist"):
-        assert f"  - {place}\n" in message
+        assert f"{place}," in message or f"{place} for" in message
+    assert "\n" not in message  # one line, as the command line prints it
     assert "apt-get install dataset-fashion-mnist" in message
     assert "DARKKNOWLEDGE_DATA" in message
-    assert "download=True (download=False was passed)" in message
+    assert "did not download them (download=False was passed)" in message
+    assert "--data-dir on the command line, dataset.data_dir in a config, data_dir= in Python" in message
     with pytest.raises(FileNotFoundError, match=r"Fashion-MNIST files not found\. Looked in:"):
         load_dataset("fashion-mnist", download=False)
 

@@ -207,7 +207,7 @@ def test_split_argument_errors(kwargs, error, message):
 def test_split_data_errors():
     with pytest.raises(ValueError, match="X and y must have the same length, got 5 samples and 4 labels instead"):
         train_val_split(np.arange(5), np.zeros(4))
-    with pytest.raises(ValueError, match=r"stratify=True needs at least 2 samples of every class, got 1 of class \[1\] instead; pass stratify=False"):
+    with pytest.raises(ValueError, match=r"stratify=True needs at least 2 samples of every class, got 1 of class \[1\] instead; add samples of that class or leave it out of the data \(in Python, stratify=False splits without stratifying\)"):
         train_val_split(np.arange(10), np.array([0] * 9 + [1]))
     with pytest.raises(ValueError, match=r"stratify=True needs at least 3 samples \(one per class\) in each part, got 4 training and 2 validation"):
         train_val_split(np.arange(6), np.array([0, 0, 1, 1, 2, 2]), val_fraction=0.2)
@@ -300,7 +300,7 @@ def test_prepare_rejects_bad_eps():
 def test_prepare_unstratified_split_with_a_singleton_class():
     X = np.arange(10, dtype=np.float32)[:, None]
     ds = Dataset("tiny", X, np.array([0] * 9 + [1]), None, None, ["a", "b"])
-    with pytest.raises(ValueError, match="pass stratify=False"):
+    with pytest.raises(ValueError, match="stratify=False"):
         prepare_splits(ds)
     s = prepare_splits(ds, stratify=False, standardize=False)
     assert tuple(s.X_train.shape) == (8, 1) and tuple(s.X_val.shape) == (2, 1)

@@ -128,3 +128,14 @@ def test_softmax_still_refuses_bad_logits_at_tiny_temperature():
         softmax(torch.tensor([1.0, math.inf]), temperature=1e-46)
     with pytest.raises(ValueError, match="a row is all -inf"):
         log_softmax(torch.tensor([-math.inf, -math.inf]), temperature=1e-46)
+
+
+def test_js_with_a_subnormal_probability_stays_finite():
+    """Found by hypothesis: m = (p + q) / 2 underflowed to 0 where p = 5e-324, q = 0, and JS was inf."""
+    p, q = np.array([1.0, 5e-324]), np.array([1.0, 0.0])
+    js = js_divergence(p, q)
+    assert np.isfinite(js) and 0.0 <= js <= 1e-300
+    assert js_divergence(q, p) == js
+    # and ordinary values still agree with SciPy (its distance is the square root of the divergence)
+    a, b = np.array([0.2, 0.5, 0.3]), np.array([0.6, 0.0, 0.4])
+    assert js_divergence(a, b) == pytest.approx(jensenshannon(a, b, base=2) ** 2, rel=1e-12)

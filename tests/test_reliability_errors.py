@@ -172,6 +172,16 @@ def test_repeated_seeds_on_the_command_line_are_refused_like_in_a_config(tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+def test_mnist_missing_with_downloads_off_is_one_line_for_every_interface(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DARKKNOWLEDGE_OFFLINE", "1")
+    monkeypatch.setenv("DARKKNOWLEDGE_DATA", str(tmp_path / "empty"))
+    monkeypatch.setenv("DARKKNOWLEDGE_CACHE_DIR", str(tmp_path / "cache"))
+    code, err = _cli(["train", "--dataset", "mnist", *TINY, "--out", tmp_path / "out"], capsys)
+    _check_error(code, err, r"MNIST files not found\. Looked in: .* and did not download them "
+                            r"\(DARKKNOWLEDGE_OFFLINE is set, which turns downloads off\)\. .*--data-dir on the "
+                            r"command line, dataset\.data_dir in a config, data_dir= in Python")
+
+
 # --------------------------------------------------------------------------------------------
 # advice in the words of the command line, not of the Python API
 # --------------------------------------------------------------------------------------------

@@ -121,6 +121,18 @@ def _history_gap(t, s):
     s["history"][1]["epoch"] = 7
 
 
+def _nan_weight(t, s):
+    key = next(k for k in t if k.startswith("model."))
+    t[key] = t[key].clone()
+    t[key].view(-1)[0] = float("nan")
+
+
+def _inf_momentum(t, s):
+    key = next(k for k in t if k.startswith("optimizer."))
+    t[key] = t[key].clone()
+    t[key].view(-1)[0] = float("inf")
+
+
 @pytest.mark.parametrize("edit, message", [
     (_pad_history, r"its history holds 5 epochs, more than the run's 4"),
     (_drop("config"), r"no 'config'"),
@@ -131,8 +143,10 @@ def _history_gap(t, s):
     (_drop_optimizer_tensor, r"its optimizer state refers to a missing or malformed tensor \(KeyError"),
     (_scheduler_ahead, r"its scheduler is at step \d+, but 2 epochs of 3 steps end at step 6"),
     (_history_gap, r"history entry 1 is not epoch 2"),
+    (_nan_weight, r"tensor model\.\S+ holds NaN or infinite values"),
+    (_inf_momentum, r"its momentum buffer of parameter \d+ holds NaN or infinite values"),
 ], ids=["padded_history", "no_config", "no_optimizer", "model_shape", "best_shape", "rng", "optimizer_tensor",
-        "scheduler", "history_gap"])
+        "scheduler", "history_gap", "nan_weight", "inf_momentum"])
 def test_malformed_state_is_refused_clearly(tmp_path, edit, message):
     path = _interrupted(tmp_path / "run")
     _rewrite(path, edit)

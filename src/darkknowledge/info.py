@@ -387,7 +387,10 @@ def js_divergence(p: Any, q: Any, *, base: float = 2, axis: int = -1, normalize:
     """
     ln_b = _log_base(base)
     tp, tq, ax, kind = _pair(p, q, axis, normalize)
-    m = 0.5 * (tp + tq)  # (..., C, ...) mixture, > 0 wherever p or q is
-    kl_pm = (_p_log_q(tp, tp) - _p_log_q(tp, m)).sum(dim=ax)
-    kl_qm = (_p_log_q(tq, tq) - _p_log_q(tq, m)).sum(dim=ax)
+    # KL(p || m) = sum p log(2p / (p + q)): through the sum s = p + q, which is >= p and >= q, so it cannot
+    # underflow to 0 where p or q is a subnormal (m = s / 2 can: 5e-324 / 2 == 0, and p log(p / 0) = inf)
+    s = tp + tq  # (..., C, ...) twice the mixture
+    ln2 = math.log(2.0)
+    kl_pm = (_p_log_q(tp, tp) - _p_log_q(tp, s)).sum(dim=ax) + ln2 * tp.sum(dim=ax)
+    kl_qm = (_p_log_q(tq, tq) - _p_log_q(tq, s)).sum(dim=ax) + ln2 * tq.sum(dim=ax)
     return _restore(0.5 * (kl_pm + kl_qm) / ln_b, kind)

@@ -1022,6 +1022,8 @@ def _restore_training_state(path, tensors, state, *, config, model, optimizer, s
             if t.shape != expected[k].shape or t.dtype != expected[k].dtype:
                 raise bad(f"tensor {prefix}{k} has shape {tuple(t.shape)} and {t.dtype}, the model's "
                           f"{tuple(expected[k].shape)} and {expected[k].dtype}")
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):  # else resuming "diverges" at once
+                raise bad(f"tensor {prefix}{k} holds NaN or infinite values")
     for name, reference in (("rng.torch", torch.get_rng_state()), ("rng.generator", generator.get_state())):
         t = tensors.get(name)
         if t is None or t.dtype != torch.uint8 or t.shape != reference.shape:
@@ -1061,6 +1063,8 @@ def _restore_training_state(path, tensors, state, *, config, model, optimizer, s
                                     or buf.dtype != params[pid].dtype):
                 got = f"shape {tuple(buf.shape)}" if isinstance(buf, torch.Tensor) else type(buf).__name__
                 raise bad(f"its momentum buffer of parameter {pid} has {got}, expected shape {tuple(params[pid].shape)}")
+            if buf is not None and not bool(torch.isfinite(buf).all()):
+                raise bad(f"its momentum buffer of parameter {pid} holds NaN or infinite values")
 
     # load (each call checked above; anything torch still refuses is the same error)
     try:

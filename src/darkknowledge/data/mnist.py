@@ -56,10 +56,11 @@ from pathlib import Path
 
 import numpy as np
 
+from darkknowledge.errors import InputError, InputTypeError, MissingFileError
+
 from ._types import Dataset
 from ._validate import DataError, DatasetUnavailableError
 from .idx import gunzip_bounded, read_idx
-from darkknowledge.errors import InputError, InputTypeError
 
 __all__ = [
     "IDX_DATASETS",
@@ -336,20 +337,17 @@ def _mirror(source: IdxSource, mirror: str | None) -> str:
     return base if base.endswith("/") else base + "/"
 
 
-def _not_found(source: IdxSource, searched: list[Path], reason: str) -> FileNotFoundError:
+def _not_found(source: IdxSource, searched: list[Path], reason: str) -> MissingFileError:
+    """Not found and not downloaded (downloads off): one paragraph, advice for every interface."""
     files = ", ".join(f.filename for f in source.files.values())
-    places = "\n".join(f"  - {p}" for p in searched)
-    ways = []
-    if source.apt_package:
-        ways.append(f"install the system package: apt-get install {source.apt_package}")
-    ways += [
-        f"put the four files ({files}, gzipped or not) in a folder and pass data_dir=... "
-        "or set DARKKNOWLEDGE_DATA to it",
-        f"allow the download with download=True ({reason})",
-    ]
-    how = "\n".join(f"  - {w}" for w in ways)
-    return FileNotFoundError(
-        f"{source.title} files not found. Looked in:\n{places}\nTo get them:\n{how}"
+    places = ", ".join(str(p) for p in searched)
+    package = f"install Debian's package {source.apt_package} (apt-get install {source.apt_package}), " if source.apt_package else ""
+    return MissingFileError(
+        f"{source.title} files not found. Looked in: {places} for {files} (gzipped or not), and did not download "
+        f"them ({reason}). To get them: {package}put the four files in a folder and set DARKKNOWLEDGE_DATA to it "
+        "or pass it as the data folder (--data-dir on the command line, dataset.data_dir in a config, data_dir= "
+        "in Python), or allow the download (unset DARKKNOWLEDGE_OFFLINE; dataset.download: true in a config, "
+        "download=True in Python)."
     )
 
 

@@ -94,13 +94,14 @@ def train_val_split(
             rare = classes[counts < 2].tolist()
             raise InputError(
                 f"stratify=True needs at least 2 samples of every class, got 1 of class "
-                f"{rare} instead; pass stratify=False."
+                f"{rare} instead; add samples of that class or leave it out of the data (in Python, "
+                "stratify=False splits without stratifying)."
             )
         if n_val < len(classes) or n - n_val < len(classes):
             raise InputError(
                 f"stratify=True needs at least {len(classes)} samples (one per class) in each "
                 f"part, got {n - n_val} training and {n_val} validation samples instead; "
-                "change val_fraction or pass stratify=False."
+                "change val_fraction (dataset.val_fraction in a config) or, in Python, pass stratify=False."
             )
         strata = y_np
     train_idx, val_idx = train_test_split(
