@@ -62,6 +62,16 @@ def _installed() -> bool:
 needs_extension = pytest.mark.skipif(not _installed(), reason="the C extension was not built (no compiler)")
 
 
+def test_the_extension_is_built_where_a_compiler_was_there():
+    """CI has gcc, so there the extension must exist: a build that failed silently would skip the tests above."""
+    if os.environ.get("DARKKNOWLEDGE_REQUIRE_KERNEL") != "1":
+        pytest.skip("set DARKKNOWLEDGE_REQUIRE_KERNEL=1 (CI does) to require the compiled kernel")
+    assert _installed(), "darkknowledge._fused_kd_c was not built by pip install: see the build log"
+    from darkknowledge import _fused_kd
+
+    assert _fused_kd.load_kernel() is not None, _fused_kd.kernel_error()
+
+
 @needs_extension
 def test_kernel_loads_only_from_the_package_folder(fresh_kernel, cdll_calls):
     assert _fused_kd.load_kernel() is not None, _fused_kd.kernel_error()
