@@ -12,7 +12,7 @@ FLOORS = {
     "errors": -1,  # the exception types: below everything, imported by everything
     "_checks": 0, "_fused_kd": 0,
     "info": 1, "data": 1, "config": 1, "augment": 1, "models": 1, "schedules": 1, "distributed": 1, "report": 1, "mle": 1,
-    "functional": 2, "checkpoint": 2,
+    "functional": 2, "checkpoint": 2, "teacher_adapters": 2,  # below teachers, which dispatches to it
     "losses": 3, "teachers": 3, "rundir": 3,
     "train": 4, "evaluate": 4, "soft_targets": 4,
     "distill": 5, "memmap": 5,

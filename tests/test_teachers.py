@@ -252,7 +252,7 @@ class TestTeacherLogits:
         net = nn.Linear(D, C)
         with pytest.raises(ValueError, match=r"batch_size must be an integer >= 1, got 0 instead"):
             teacher_logits(net, torch.zeros(2, D), batch_size=0)
-        with pytest.raises(TypeError, match=r"X must be a torch.Tensor or numpy.ndarray, got list instead"):
+        with pytest.raises(TypeError, match=r"X must be a torch.Tensor, numpy.ndarray or dict of them, got list instead"):
             teacher_logits(net, [[0.0] * D])
         with pytest.raises(ValueError, match=r"X must hold at least one sample, got 0 instead"):
             teacher_logits(net, torch.zeros(0, D))
@@ -268,7 +268,10 @@ class TestTeacherLogits:
 class TestAsTeacher:
     def test_module_and_list(self):
         net = nn.Linear(D, C)
-        assert as_teacher(net) is net
+        wrapped = as_teacher(net)
+        assert wrapped.model is net and as_teacher(wrapped) is wrapped  # wrapped once, then as is
+        x = torch.randn(3, D)
+        assert torch.equal(wrapped(x), net(x))
         ens = as_teacher([net, nn.Linear(D, C)], weights=[1, 2], combine="logprob")
         assert isinstance(ens, Ensemble) and ens.combine == "logprob"
         torch.testing.assert_close(ens.weights, torch.tensor([1 / 3, 2 / 3], dtype=torch.float64))
@@ -289,7 +292,7 @@ class TestAsTeacher:
         )
 
     def test_errors(self, tmp_path):
-        with pytest.raises(TypeError, match=r"teacher must be an nn.Module, a run folder path, or a list of them, got int"):
+        with pytest.raises(TypeError, match=r"teacher must be an nn.Module, a callable, an estimator with predict_proba, an .onnx file, a Hugging Face or run folder path, or a list of them, got int instead"):
             as_teacher(3)
         with pytest.raises(ValueError, match=r"weights and combine apply only to a list of ensemble members, got a single Linear"):
             as_teacher(nn.Linear(2, 2), combine="logprob")

@@ -136,7 +136,10 @@ def fingerprint(teacher: Any, X: torch.Tensor | np.ndarray, *, block_rows: int =
     Hashes, in order: a format tag; the teacher's class name and ``repr`` (its architecture,
     and e.g. an :class:`~darkknowledge.teachers.Ensemble`'s ``combine``); every
     ``state_dict`` tensor sorted by name (name, dtype, shape, bytes); ``X`` (dtype, shape,
-    bytes); then ``keys`` (e.g. ``split="train", dtype="float16", top_k=None``) as sorted JSON.
+    bytes); the string of every submodule's ``content_fingerprint()`` method, if it has one
+    (teachers whose content is not torch weights: an ONNX file's SHA-256, an estimator's parameters
+    and fitted state); ``X`` (dtype, shape, bytes); then ``keys`` (e.g. ``split="train",
+    dtype="float16", top_k=None``) as sorted JSON.
     Changing any weight, any input value, or any key changes the fingerprint.
 
     Args:
@@ -162,6 +165,10 @@ def fingerprint(teacher: Any, X: torch.Tensor | np.ndarray, *, block_rows: int =
     state = module.state_dict()
     for name in sorted(state):
         _update_with_tensor(h, f"param:{name}", state[name])
+    for name, sub in module.named_modules():  # teachers without torch weights: ONNX bytes, estimator state
+        content = getattr(sub, "content_fingerprint", None)
+        if callable(content):
+            h.update(f"content:{name}:{content()}|".encode())
     if isinstance(X, np.ndarray):
         _update_with_array(h, "X", X, block_rows)
     else:

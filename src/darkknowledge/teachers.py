@@ -1,8 +1,12 @@
 """Teachers: one model, a saved run, or an ensemble of members whose predictions are averaged.
 
-A *teacher* is anything whose forward pass returns ``(N, C)`` logits:
+A *teacher* is anything whose forward pass returns ``(N, C)`` logits; :func:`as_teacher` makes one
+of anything that produces class scores (adapters in :mod:`darkknowledge.teacher_adapters`):
 
-* an ``nn.Module`` that returns logits;
+* an ``nn.Module`` or callable returning logits, a tuple, a dict or a Hugging Face ``ModelOutput``;
+* a fitted estimator with ``predict_proba`` (scikit-learn, LightGBM), with out-of-fold predictions
+  for its own training rows from :func:`cross_fit_logits`;
+* an ``.onnx`` file (onnxruntime), or a local Hugging Face model folder;
 * a run folder written by ``darkknowledge train`` (loaded with
   :func:`darkknowledge.checkpoint.load_model`);
 * an :class:`Ensemble` of such members (e.g. trained with different seeds, or on bootstrap
@@ -35,7 +39,7 @@ References:
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -44,6 +48,15 @@ from torch import nn
 
 from darkknowledge._checks import check_one_of, check_positive_int
 from darkknowledge.errors import InputError, InputTypeError
+from darkknowledge.teacher_adapters import (
+    EstimatorTeacher,
+    LogitsOf,
+    OnnxTeacher,
+    cross_fit_logits,
+    is_hf_folder,
+    load_hf_classifier,
+    load_teacher_logits,
+)
 
 __all__ = [
     "COMBINE_MODES",
@@ -51,6 +64,9 @@ __all__ = [
     "as_teacher",
     "bootstrap_indices",
     "check_compatible",
+    "cross_fit_logits",
+    "is_precomputed_logits",
+    "load_teacher_logits",
     "teacher_logits",
 ]
 
@@ -188,48 +204,96 @@ class Ensemble(nn.Module):
         return out.to(outputs[0].dtype)
 
 
+_ADAPTERS = (Ensemble, LogitsOf, EstimatorTeacher, OnnxTeacher)
+
+
 def as_teacher(
     obj: Any,
     *,
+    output: str | int | Callable[[Any], Any] | None = None,
+    output_kind: str | None = None,
     weights: Sequence[float] | np.ndarray | torch.Tensor | None = None,
     combine: str = "prob",
 ) -> nn.Module:
-    """Turn a module, a saved run folder, or a list of them into a teacher module.
+    """Turn anything that produces class scores into a teacher module: ``forward(x) -> (B, C)`` logits.
 
     Args:
-        obj: an ``nn.Module`` (returned as is); a path (``str`` / ``os.PathLike``) to a run
-            folder saved by ``darkknowledge train``, loaded with
-            :func:`darkknowledge.checkpoint.load_model`; or a list / tuple of modules and
-            paths, which becomes an :class:`Ensemble`.
+        obj: one of
+
+            * an ``nn.Module`` or any callable whose output is a logits tensor, a tuple / list
+              (its first element), a dict or a Hugging Face ``ModelOutput`` (its ``"logits"``),
+              wrapped in :class:`~darkknowledge.teacher_adapters.LogitsOf` (darkknowledge's own
+              models and teachers are returned as they are); a dict input ``x`` is passed as
+              keyword arguments, ``model(**x)``;
+            * a fitted estimator with ``predict_proba`` (scikit-learn, LightGBM):
+              :class:`~darkknowledge.teacher_adapters.EstimatorTeacher`, floored log-probabilities
+              (for the training rows prefer :func:`~darkknowledge.teacher_adapters.cross_fit_logits`);
+            * a path to an ``.onnx`` file: :class:`~darkknowledge.teacher_adapters.OnnxTeacher`;
+            * a path to a local Hugging Face model folder (``config.json`` + safetensors weights):
+              :func:`~darkknowledge.teacher_adapters.load_hf_classifier`;
+            * a path to a run folder saved by ``darkknowledge train`` (``model.json``), loaded with
+              :func:`darkknowledge.checkpoint.load_model`;
+            * a list / tuple of the above, which becomes an :class:`Ensemble`.
+
+            Precomputed logits (a tensor, an array, an ``.npy`` / ``.safetensors`` file) are not a
+            module: load them with :func:`~darkknowledge.teacher_adapters.load_teacher_logits`.
+        output: which part of a module's / callable's output holds the logits: a key, an index or
+            a callable ``raw_output -> tensor`` (default: guessed); for an ONNX file, the output's name.
+        output_kind: for an ONNX file, ``"logits"`` or ``"probabilities"`` (default: decided from
+            the graph, see :class:`~darkknowledge.teacher_adapters.OnnxTeacher`).
         weights, combine: passed to :class:`Ensemble` when ``obj`` is a list; must be left at
             their defaults otherwise.
 
     Returns:
-        An ``nn.Module`` mapping ``(N, *input_shape)`` to ``(N, C)`` logits.
+        An ``nn.Module`` mapping ``(B, *input_shape)`` (or a dict of ``(B, ...)`` tensors) to
+        ``(B, C)`` logits.
 
     Example:
         >>> lin = nn.Linear(3, 2)
-        >>> as_teacher(lin) is lin
-        True
+        >>> t = as_teacher(lin)
+        >>> type(t).__name__, as_teacher(t) is t, torch.equal(t(torch.ones(1, 3)), lin(torch.ones(1, 3)))
+        ('LogitsOf', True, True)
         >>> type(as_teacher([lin, nn.Linear(3, 2)], combine="logprob")).__name__
         'Ensemble'
     """
     if isinstance(obj, (list, tuple)):
-        return Ensemble([as_teacher(member) for member in obj], weights=weights, combine=combine)
+        members = [as_teacher(member, output=output, output_kind=output_kind) for member in obj]
+        return Ensemble(members, weights=weights, combine=combine)
     if weights is not None or combine != "prob":
         raise InputError(
             "weights and combine apply only to a list of ensemble members, "
             f"got a single {type(obj).__name__} instead."
         )
+    if output_kind is not None and not (isinstance(obj, (str, os.PathLike)) and str(obj).endswith(".onnx")):
+        raise InputError(f"output_kind applies only to an .onnx file, got a {type(obj).__name__} instead.")
+    if is_precomputed_logits(obj):
+        raise InputTypeError(
+            "teacher must be a model, got precomputed logits "
+            f"({type(obj).__name__}) instead: load them with load_teacher_logits and pass the (N, C) tensor "
+            "as the teacher's logits."
+        )
     if isinstance(obj, nn.Module):
-        return obj
+        if output is None and (isinstance(obj, _ADAPTERS) or type(obj).__module__.startswith("darkknowledge.")):
+            return obj  # already returns (B, C) logits
+        return LogitsOf(obj, output=output)
     if isinstance(obj, (str, os.PathLike)):
+        if str(obj).endswith(".onnx"):
+            return OnnxTeacher(obj, output=output, output_kind=output_kind)
+        if is_hf_folder(obj):
+            return load_hf_classifier(obj, output=output)
         from darkknowledge.checkpoint import load_model  # lazy: checkpoint is a lower floor
 
-        return load_model(obj)
+        module = load_model(obj)
+        return module if output is None else LogitsOf(module, output=output)
+    if callable(getattr(obj, "predict_proba", None)):
+        if output is not None:
+            raise InputError(f"output does not apply to an estimator, got output={output!r} instead.")
+        return EstimatorTeacher(obj)
+    if callable(obj):
+        return LogitsOf(obj, output=output)
     raise InputTypeError(
-        "teacher must be an nn.Module, a run folder path, or a list of them, "
-        f"got {type(obj).__name__} instead."
+        "teacher must be an nn.Module, a callable, an estimator with predict_proba, an .onnx file, "
+        f"a Hugging Face or run folder path, or a list of them, got {type(obj).__name__} instead."
     )
 
 
@@ -255,14 +319,49 @@ def _as_input_tensor(X: Any, module: nn.Module) -> torch.Tensor:
     return X
 
 
-def teacher_logits(teacher: Any, X: torch.Tensor | np.ndarray, *, batch_size: int = 1024) -> torch.Tensor:
+def _num_rows(X: Any) -> int:
+    """``N`` of a tensor / array, or of a dict of equal-length tensors / arrays (checked)."""
+    if isinstance(X, Mapping):
+        if not X:
+            raise InputError("X must hold at least one input tensor, got an empty dict instead.")
+        lengths = {}
+        for key, value in X.items():
+            if not isinstance(value, (torch.Tensor, np.ndarray)):
+                raise InputTypeError(
+                    f"X[{key!r}] must be a torch.Tensor or numpy.ndarray, got {type(value).__name__} instead."
+                )
+            if value.ndim < 1:
+                raise InputError(f"X[{key!r}] must have a leading batch dimension, got shape () instead.")
+            lengths[key] = int(value.shape[0])
+        if len(set(lengths.values())) != 1:
+            raise InputError(f"X must hold tensors with one length (rows), got lengths {lengths} instead.")
+        return next(iter(lengths.values()))
+    if not isinstance(X, (torch.Tensor, np.ndarray)):
+        raise InputTypeError(
+            f"X must be a torch.Tensor, numpy.ndarray or dict of them, got {type(X).__name__} instead."
+        )
+    if X.ndim < 1:
+        raise InputError(f"X must have a leading batch dimension, got shape {tuple(X.shape)} instead.")
+    return int(X.shape[0])
+
+
+def _batch(X: Any, start: int, stop: int, module: nn.Module, device: torch.device) -> Any:
+    """Rows ``[start, stop)`` of ``X`` (each key of a dict), as tensors on ``device``."""
+    if isinstance(X, Mapping):
+        return {k: _as_input_tensor(v[start:stop], module).to(device) for k, v in X.items()}
+    return _as_input_tensor(X[start:stop], module).to(device)
+
+
+def teacher_logits(teacher: Any, X: Any, *, batch_size: int = 1024) -> torch.Tensor:
     """Run a teacher over ``X`` in ``eval()`` mode under ``torch.no_grad()`` and return its logits.
 
     Args:
-        teacher: anything :func:`as_teacher` accepts (module, run folder, list of members).
+        teacher: anything :func:`as_teacher` accepts (module, estimator, ONNX file, folder, list).
         X: ``(N, *input_shape)`` inputs (tensor or NumPy array, read batch by batch, so a
             memory map larger than RAM works; floating inputs are cast to the teacher's parameter
-            dtype and moved batch by batch to its device).
+            dtype and moved batch by batch to its device), or a dict of such arrays with one
+            ``N`` (e.g. ``input_ids`` and ``attention_mask``), batched key by key and passed to
+            the model as keyword arguments.
         batch_size: rows per forward pass (>= 1); the result does not depend on it beyond
             floating-point rounding.
 
@@ -279,10 +378,7 @@ def teacher_logits(teacher: Any, X: torch.Tensor | np.ndarray, *, batch_size: in
     """
     check_positive_int("batch_size", batch_size)
     module = as_teacher(teacher)
-    if not isinstance(X, (torch.Tensor, np.ndarray)):
-        raise InputTypeError(f"X must be a torch.Tensor or numpy.ndarray, got {type(X).__name__} instead.")
-    if X.ndim < 1:
-        raise InputError(f"X must have a leading batch dimension, got shape {tuple(X.shape)} instead.")
+    n = _num_rows(X)
     ref = _reference_tensor(module)
     device = ref.device if ref is not None else torch.device("cpu")
     modes = [(m, m.training) for m in module.modules()]
@@ -290,10 +386,11 @@ def teacher_logits(teacher: Any, X: torch.Tensor | np.ndarray, *, batch_size: in
     try:
         chunks = []
         with torch.no_grad():
-            for start in range(0, X.shape[0], batch_size):
+            for start in range(0, n, batch_size):
                 # a NumPy X (e.g. a memory map) is read one batch at a time
-                out = module(_as_input_tensor(X[start : start + batch_size], module).to(device))
-                if not isinstance(out, torch.Tensor) or out.ndim != 2:
+                stop = min(start + batch_size, n)
+                out = module(_batch(X, start, stop, module, device))
+                if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != stop - start:
                     shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
                     raise InputError(f"teacher must return (N, C) logits, got {shape} instead.")
                 chunks.append(out.detach().to("cpu", torch.float32))
@@ -305,41 +402,80 @@ def teacher_logits(teacher: Any, X: torch.Tensor | np.ndarray, *, batch_size: in
     return torch.cat(chunks)  # (N, C)
 
 
-def check_compatible(teacher: Any, *, num_classes: int, input_shape: Sequence[int]) -> int:
+def is_precomputed_logits(teacher: Any) -> bool:
+    """Whether ``teacher`` is precomputed logits (a tensor, an array, an ``.npy`` / ``.safetensors`` path).
+
+    Such a teacher is not a module: read it with :func:`load_teacher_logits`.
+
+    Example:
+        >>> is_precomputed_logits(torch.zeros(3, 2)), is_precomputed_logits("z.npy"), is_precomputed_logits(nn.Linear(2, 2))
+        (True, True, False)
+    """
+    return isinstance(teacher, (torch.Tensor, np.ndarray)) or (
+        isinstance(teacher, (str, os.PathLike)) and str(teacher).endswith((".npy", ".safetensors"))
+    )
+
+
+def check_compatible(
+    teacher: Any,
+    *,
+    num_classes: int,
+    input_shape: Sequence[int] | None = None,
+    num_rows: int | None = None,
+    sample: Any = None,
+) -> int:
     """Check, before any training, that a teacher accepts the data's inputs and predicts its classes.
 
-    Probes the teacher with a zero batch of shape ``(2, *input_shape)`` (in ``eval()``, no grad).
+    A model is probed with ``sample`` (a few real rows: a tensor, array or dict of them) if given,
+    else with a zero batch of shape ``(2, *input_shape)`` (in ``eval()``, no grad). Precomputed
+    logits (tensor, array, ``.npy`` / ``.safetensors`` path) are checked for their shape instead:
+    ``(num_rows, num_classes)``, finite.
 
     Args:
-        teacher: anything :func:`as_teacher` accepts.
+        teacher: anything :func:`as_teacher` accepts, or precomputed logits.
         num_classes: the number of classes of the data / student.
         input_shape: the shape of one sample, e.g. ``(64,)`` or ``(1, 28, 28)``.
+        num_rows: the number of rows of the data precomputed logits must be aligned with.
+        sample: inputs to probe the teacher with instead of zeros (e.g. a dict of token ids).
 
     Returns:
         ``num_classes`` (the teacher's, which matched).
 
     Raises:
-        ValueError: the teacher fails on inputs of ``input_shape``, or predicts a different
-            number of classes.
+        ValueError: the teacher fails on inputs of ``input_shape``, predicts a different number
+            of classes, or (precomputed) has another number of rows.
 
     Example:
         >>> check_compatible(nn.Linear(64, 10), num_classes=10, input_shape=(64,))
         10
+        >>> check_compatible(torch.zeros(5, 10), num_classes=10, num_rows=5)
+        10
     """
     check_positive_int("num_classes", num_classes)
-    shape = tuple(int(d) for d in input_shape)
-    if any(d < 1 for d in shape):
-        raise InputError(f"input_shape must hold positive sizes, got {shape} instead.")
+    if num_rows is not None:
+        check_positive_int("num_rows", num_rows)
+    if is_precomputed_logits(teacher):
+        load_teacher_logits(teacher, num_rows=num_rows, num_classes=num_classes)
+        return num_classes
     module = as_teacher(teacher)
-    ref = _reference_tensor(module)
-    dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.get_default_dtype()
-    probe = torch.zeros((2, *shape), dtype=dtype)
+    if sample is not None:
+        probe = {k: v[:2] for k, v in sample.items()} if isinstance(sample, Mapping) else sample[:2]
+        where = "the sample inputs"
+    elif input_shape is not None:
+        shape = tuple(int(d) for d in input_shape)
+        if any(d < 1 for d in shape):
+            raise InputError(f"input_shape must hold positive sizes, got {shape} instead.")
+        ref = _reference_tensor(module)
+        dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.get_default_dtype()
+        probe = torch.zeros((2, *shape), dtype=dtype)
+        where = f"inputs of shape (N, {', '.join(map(str, shape))})"
+    else:
+        raise InputError("check_compatible needs input_shape or sample to probe a model teacher, got neither.")
     try:
         out = teacher_logits(module, probe, batch_size=2)
     except (RuntimeError, ValueError, TypeError, IndexError) as err:
         raise InputError(
-            f"teacher must accept inputs of shape (N, {', '.join(map(str, shape))}) and return (N, C) logits; "
-            f"it failed instead with: {err}"
+            f"teacher must accept {where} and return (N, C) logits; it failed instead with: {err}"
         ) from err
     if out.shape[1] != num_classes:
         raise InputError(
