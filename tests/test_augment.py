@@ -153,20 +153,32 @@ def test_fit_refuses_augment_on_flat_features():
         fit(model, Splits(X, y, X, y), epochs=1, augment={"hflip": True}, progress=False)
 
 
-def test_distill_refuses_augment():
+def test_distill_refuses_augment_with_cached_teacher():
     data = _images()
-    with pytest.raises(ValueError, match=r"augment must be None for distill: the soft targets are the teacher's"):
-        distill(_cnn(0), _cnn(1), data, temperature=2.0, alpha=0.5, epochs=1, augment={"hflip": True})
+    with pytest.raises(ValueError, match=r"augment must be None with teacher_mode='cached', got a random augmentation"):
+        distill(_cnn(0), _cnn(1), data, temperature=2.0, alpha=0.5, epochs=1, augment={"hflip": True},
+                teacher_mode="cached", progress=False)
 
 
-def test_config_passes_augment_to_fit_and_keeps_it_off_students():
+def test_distill_with_augment_runs_the_teacher_online():
+    data = _images()
+    result = distill(_cnn(0), _cnn(1), data, temperature=2.0, alpha=0.5, epochs=1, augment={"hflip": True},
+                     progress=False)
+    assert result.teacher_mode == "online"
+
+
+def test_config_passes_augment_to_fit_and_keeps_it_off_cached_students():
     cfg = parse_config({"train": {"augment": {"hflip": True, "shift": 2}}}, TrainRunConfig)
     assert cfg.train.fit_kwargs()["augment"] == {"hflip": True, "shift": 2, "fill": 0.0}
     assert parse_config({}, TrainRunConfig).train.fit_kwargs()["augment"] is None
     run = parse_config({"teacher": {"train": {"augment": {"shift": 1}}}}, ExperimentConfig)
     assert run.teacher.train.augment.shift == 1
-    with pytest.raises(ConfigError, match=r"student.*augment must be null"):
-        parse_config({"student": {"train": {"augment": {"hflip": True}}}}, ExperimentConfig)
+    # an augmented student needs an online teacher (the default teacher_mode auto picks it)
+    online = parse_config({"student": {"train": {"augment": {"hflip": True}}}}, ExperimentConfig)
+    assert online.student.train.augment.hflip and online.distill.teacher_mode == "auto"
+    with pytest.raises(ConfigError, match=r"student\.train\.augment needs distill\.teacher_mode online"):
+        parse_config({"student": {"train": {"augment": {"hflip": True}}}, "distill": {"teacher_mode": "cached"}},
+                     ExperimentConfig)
     with pytest.raises(ConfigError, match=r"train.augment.shift"):
         parse_config({"train": {"augment": {"shift": -2}}}, TrainRunConfig)
 

@@ -14,6 +14,7 @@ from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sklearn.metrics import log_loss
 from torch import nn
 
+from darkknowledge.errors import InputError
 from darkknowledge.evaluate import (
     confusion_matrix,
     evaluate_model,
@@ -225,3 +226,76 @@ class TestLatency:
             measure_latency(nn.Linear(2, 2), torch.zeros(0, 2))
         with pytest.raises(TypeError, match=r"model must be an nn.Module, got str instead"):
             measure_latency("model", torch.zeros(3, 2))
+
+
+# ----------------------------------------------------------------------------- evaluate (the public wrapper)
+
+
+def test_evaluate_wrapper_matches_evaluate_model_on_every_data_kind(tmp_path):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from darkknowledge.data import as_splits
+    from darkknowledge.evaluate import evaluate
+
+    torch.manual_seed(0)
+    net, teacher = nn.Linear(4, 3), nn.Linear(4, 3)
+    X, y = torch.randn(30, 4), torch.randint(0, 3, (30,))
+    t = teacher(X).detach()
+    ref = evaluate_model(net, X, y, teacher_logits=t, latency_repeats=0)
+    assert ref["kl_to_teacher"] > 0
+    np.save(tmp_path / "t.npy", t.numpy())
+    for data in ((X, y), (X.numpy(), y.numpy()), TensorDataset(X, y), DataLoader(TensorDataset(X, y), batch_size=7)):
+        for given in (teacher, t, t.numpy(), tmp_path / "t.npy"):
+            got = evaluate(net, data, teacher=given)
+            assert got["test_errors"] == ref["test_errors"] and got["n_test"] == 30
+            assert got["nll"] == pytest.approx(ref["nll"], abs=1e-6) and got["ece"] == pytest.approx(ref["ece"], abs=1e-6)
+            assert got["kl_to_teacher"] == pytest.approx(ref["kl_to_teacher"], abs=1e-6)
+            assert got["agreement"] == ref["agreement"] and got["latency_ms_per_sample"] is None
+    s = as_splits((X, y), test=(X[:10], y[:10]))
+    part = evaluate(net, s)  # split="test"
+    assert part["test_errors"] == evaluate_model(net, X[:10], y[:10], latency_repeats=0)["test_errors"]
+    assert part["n_test"] == 10 and part["agreement"] is None
+    assert evaluate(net, s, split="val")["n_test"] == len(s.y_val)
+
+
+def test_evaluate_estimator_and_dict_inputs():
+    from sklearn.linear_model import LogisticRegression
+
+    from darkknowledge.evaluate import evaluate
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 3)), np.array([0, 1] * 20)
+    clf = LogisticRegression().fit(X, y)
+    m = evaluate(clf, (X, y))
+    assert m["accuracy"] == pytest.approx(clf.score(X.astype(np.float32), y))  # sklearn's own accuracy
+
+    class Text(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(10, 2)
+
+        def forward(self, input_ids, attention_mask):
+            return (self.emb(input_ids) * attention_mask[..., None]).sum(1)  # (N, 2)
+
+    net = Text()
+    ids, mask = torch.randint(0, 10, (8, 5)), torch.ones(8, 5, dtype=torch.long)
+    r = evaluate(net, ({"input_ids": ids, "attention_mask": mask}, [0, 1] * 4), teacher=net, latency_repeats=1)
+    assert r["n_test"] == 8 and r["agreement"] == 1.0 and r["latency_ms_per_sample"] > 0
+    expected = int((net(ids, mask).argmax(1) != torch.tensor([0, 1] * 4)).sum())
+    assert r["test_errors"] == expected
+
+
+def test_evaluate_errors():
+    from darkknowledge.data import as_splits
+    from darkknowledge.evaluate import evaluate
+
+    X, y = torch.randn(10, 4), torch.tensor([0, 1] * 5)
+    net = nn.Linear(4, 2)
+    with pytest.raises(InputError, match="split must be one of 'test', 'val', 'train'; got 'dev' instead"):
+        evaluate(net, (X, y), split="dev")
+    with pytest.raises(InputError, match="split='test' must name a part the data holds, got a Splits without X_test"):
+        evaluate(net, as_splits((X, y)))
+    with pytest.raises(InputError, match="split applies to a Splits, got split='val' with tuple data instead"):
+        evaluate(net, (X, y), split="val")
+    with pytest.raises(ValueError, match="10"):
+        evaluate(net, (X, y), teacher=torch.zeros(9, 2))

@@ -287,7 +287,7 @@ def _yaml(tmp_path, text, name="config.yaml"):
         ("run", "distill:\n  sweep: {temperatures: [2, 0], alphas: [0.1]}\n", r"Config key 'distill\.sweep\.temperatures': Value error, every temperature must be > 0"),
         ("run", "distill:\n  sweep: {temperatures: [2], alphas: [2]}\n", r"Config key 'distill\.sweep\.alphas': Value error, every alpha must be in \[0, 1\]"),
         ("run", "!!python/object/apply:os.system ['true']\n", r"is not valid YAML: could not determine a constructor for the tag"),
-        ("run", "student:\n  train: {augment: {hflip: true}}\n", r"Config key 'student': Value error, student\.train\.augment must be null: the cached soft targets are the teacher's outputs"),
+        ("run", "student:\n  train: {augment: {hflip: true}}\ndistill: {teacher_mode: cached}\n", r"Config: Value error, student\.train\.augment needs distill\.teacher_mode online \(or auto\): cached soft targets are the teacher's outputs"),
         ("train", "train:\n  augment: {shift: -1}\n", r"Config key 'train\.augment\.shift': Input should be greater than or equal to 0; got -1"),
     ],
     ids=["yaml_train", "yaml_run", "unknown_key_train", "unknown_key_run", "unknown_top_key", "wrong_type",
@@ -334,7 +334,8 @@ def _run_config(tmp_path, data, **override):
     cfg = {"dataset": {"name": str(data)}, "teacher": dict(small), "student": dict(small),
            "distill": {"sweep": {"temperatures": [], "alphas": []}}, "seeds": [0], "out_dir": str(tmp_path / "run")}
     for key, value in override.items():
-        cfg[key] = {**cfg[key], **value} if isinstance(value, dict) else value
+        loaded_teacher = key == "teacher" and "run_dir" in value  # a loaded teacher is not trained here
+        cfg[key] = {**cfg[key], **value} if isinstance(value, dict) and not loaded_teacher else value
     return _yaml(tmp_path, yaml.safe_dump(cfg), name="run.yaml")
 
 

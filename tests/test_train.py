@@ -532,7 +532,7 @@ def test_predict_logits_is_eval_mode_batched_and_restores_mode():
 
 def test_evaluation_helper_errors():
     model = nn.Linear(2, 2)
-    with pytest.raises(TypeError, match=r"X must be a torch.Tensor, got list instead"):
+    with pytest.raises(TypeError, match=r"X must be a torch.Tensor or a dict of tensors, got list instead"):
         predict_logits(model, [[1.0, 2.0]])
     with pytest.raises(ValueError, match=r"X must have at least one row, got 0 instead"):
         predict_logits(model, torch.zeros(0, 2))

@@ -22,7 +22,9 @@ pixel after standardisation). Flipping happens after shifting.
 
 Distillation from cached soft targets does not augment: the cache holds the teacher's
 outputs for the unaugmented transfer set, and a shifted image would be matched to the
-wrong soft target.
+wrong soft target. ``distill(..., augment=..., teacher_mode="online")`` (or ``"auto"``) does:
+the teacher then runs on exactly the augmented batch the student sees ("consistent
+teaching", Beyer et al. 2022).
 
 Example:
     >>> import torch

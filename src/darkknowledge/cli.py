@@ -369,6 +369,7 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--momentum", type=float)
+    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], help="the optimizer (default sgd, with --momentum)")
     p.add_argument("--weight-decay", type=float, help="L2 penalty lambda: w <- (1 - 2 lr lambda) w - lr grad")
     p.add_argument("--lr-schedule", choices=["constant", "cosine", "onecycle"])
     p.add_argument("--patience", type=int, dest="early_stopping_patience", help="early-stopping patience in epochs")
@@ -404,7 +405,8 @@ def _train_config_from_args(args: argparse.Namespace):
         if len(raw["model"]["options"]["hidden"]) != 1:
             raise InputError(f"--hidden takes one size for a cnn (its dense layer), got {args.hidden} instead.")
         raw["model"]["options"]["hidden"] = raw["model"]["options"]["hidden"][0]
-    for key in ("epochs", "batch_size", "lr", "momentum", "weight_decay", "lr_schedule", "early_stopping_patience"):
+    for key in ("epochs", "batch_size", "lr", "momentum", "weight_decay", "lr_schedule", "early_stopping_patience",
+                "optimizer"):
         if getattr(args, key) is not None:
             raw["train"][key] = getattr(args, key)
     if args.hflip is not None or args.shift is not None:

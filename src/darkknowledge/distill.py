@@ -1,4 +1,4 @@
-"""Training a student from a teacher: Hinton et al.'s distillation with cached soft targets.
+"""Training a student from a teacher: Hinton et al.'s distillation with cached (or online) soft targets.
 
 The student is fitted with the same loop as ``darkknowledge.train.fit`` (schedules, weight decay,
 early stopping on the validation cross-entropy, checkpoints, resume, progress, JSONL log); only the
@@ -10,11 +10,15 @@ loss changes, to the fused
 
 where ``t`` are the teacher's logits, read for each minibatch from a tensor computed once (and cached on
 disk, see ``darkknowledge.soft_targets``), so an epoch of distillation costs about what an epoch of
-plain training costs. The loss is :class:`~darkknowledge.losses.TrainingDistillationLoss`: its settings
+plain training costs. With random augmentation the teacher runs *online* instead: in ``eval()``
+mode under ``torch.no_grad()`` on exactly the augmented minibatch the student sees, every step
+("consistent teaching", Beyer et al. 2022), at the cost of one teacher forward pass per step.
+The loss is :class:`~darkknowledge.losses.TrainingDistillationLoss`: its settings
 and the labels are checked once before training, and each step hands ``fit`` the loss and its gradient
 with respect to the student's logits, so no graph is built for the loss.
 
-Reference: G. Hinton, O. Vinyals, J. Dean, *Distilling the Knowledge in a Neural Network*, 2015.
+Reference: G. Hinton, O. Vinyals, J. Dean, *Distilling the Knowledge in a Neural Network*, 2015;
+L. Beyer et al., *Knowledge distillation: A good teacher is patient and consistent*, CVPR 2022.
 """
 
 from __future__ import annotations
@@ -30,10 +34,20 @@ import torch
 from torch import nn
 
 from darkknowledge._checks import check_in_range, check_one_of, check_positive_finite
+from darkknowledge.augment import ImageAugment, resolve_augment
 from darkknowledge.data._types import Splits
+from darkknowledge.data.batches import num_rows, take_rows
 from darkknowledge.losses import LossAndGradient, TrainingDistillationLoss
 from darkknowledge.rundir import check_path
-from darkknowledge.train import FitResult, TrainingDivergedError, content_fingerprint, evaluate_loss_accuracy, fit
+from darkknowledge.train import (
+    FitResult,
+    TrainingDivergedError,
+    _model_device,
+    content_fingerprint,
+    evaluate_loss_accuracy,
+    fit,
+    model_logits,
+)
 from darkknowledge.errors import InputError, InputTypeError
 
 __all__ = [
@@ -48,6 +62,8 @@ __all__ = [
 ]
 
 TRANSFER_KINDS = ("train", "unlabelled")
+#: ``distill``'s ``teacher_mode``: logits computed once and cached, the teacher run on every batch, or chosen.
+TEACHER_MODES = ("auto", "cached", "online")
 
 
 class DistillationDivergedError(TrainingDivergedError):
@@ -64,6 +80,7 @@ class DistillResult:
     divergence: str
     transfer_size: int
     bias_shift: float | None = None
+    teacher_mode: str = "cached"
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -87,22 +104,31 @@ def resolve_teacher_logits(
     top_k: int | None = None,
     split: str = "train",
 ) -> torch.Tensor:
-    """Teacher logits ``(N, C)`` float32 for the rows of ``X``: given directly, or computed once (and cached when ``cache_dir`` is set)."""
-    if not isinstance(teacher, torch.Tensor) and hasattr(teacher, "shape") and hasattr(teacher, "__getitem__"):
+    """Teacher logits ``(N, C)`` float32 for the rows of ``X``: given directly, or computed once (and cached when ``cache_dir`` is set).
+
+    Given directly: a tensor, a NumPy array, an ``.npy`` / ``.safetensors`` file
+    (:func:`darkknowledge.teachers.load_teacher_logits`) or a row reader such as
+    :class:`darkknowledge.memmap.MemmapSoftTargets`, aligned with the rows of ``X``.
+    """
+    from darkknowledge.teachers import is_precomputed_logits, load_teacher_logits
+
+    n = num_rows(X)
+    if (not isinstance(teacher, (torch.Tensor, np.ndarray)) and hasattr(teacher, "shape")
+            and hasattr(teacher, "__getitem__")):
         # a row reader, e.g. darkknowledge.memmap.MemmapSoftTargets: soft[index] -> (B, C) float32
-        if len(teacher.shape) != 2 or teacher.shape[0] != X.shape[0]:
+        if len(teacher.shape) != 2 or teacher.shape[0] != n:
             raise InputError(
-                f"teacher logits must have shape (N, C) with N = {X.shape[0]} rows of the transfer set, "
+                f"teacher logits must have shape (N, C) with N = {n} rows of the transfer set, "
                 f"got {tuple(teacher.shape)} instead."
             )
         return teacher
-    if isinstance(teacher, torch.Tensor):
-        if teacher.ndim != 2 or teacher.shape[0] != X.shape[0]:
+    if is_precomputed_logits(teacher):
+        if isinstance(teacher, torch.Tensor) and (teacher.ndim != 2 or teacher.shape[0] != n):
             raise InputError(
-                f"teacher logits must have shape (N, C) with N = {X.shape[0]} rows of the transfer set, "
+                f"teacher logits must have shape (N, C) with N = {n} rows of the transfer set, "
                 f"got {tuple(teacher.shape)} instead."
             )
-        return teacher.detach().float()
+        return load_teacher_logits(teacher, num_rows=n).detach().float()
     from darkknowledge.soft_targets import cached_teacher_logits
     from darkknowledge.teachers import as_teacher, teacher_logits
 
@@ -214,6 +240,8 @@ def distill(
     top_k: int | None = None,
     max_grad_norm: float | None = 5.0,
     seed: int = 0,
+    teacher_mode: str = "auto",
+    augment: ImageAugment | dict[str, Any] | None = None,
     **fit_kwargs: Any,
 ) -> DistillResult:
     """Fit ``student`` to ``teacher``'s softened outputs (and the hard labels) on the transfer set.
@@ -238,7 +266,17 @@ def distill(
             ReLUs); clipped at 5.0 it trained normally. Clipping costs a tiny student about a fifth
             of its epoch (docs/performance-distill.md).
         seed: seeds the minibatch order and dropout (as in ``fit``) and the transfer subset.
-        **fit_kwargs: passed to ``darkknowledge.train.fit`` (epochs, batch_size, lr, momentum,
+        teacher_mode: ``"cached"``: the teacher's logits on the transfer set are computed once (and
+            cached by content with ``cache_dir``); random augmentation is then refused (the cached
+            teacher saw other pixels than the student). ``"online"``: the teacher (an ``nn.Module`` or
+            anything :func:`~darkknowledge.teachers.as_teacher` accepts, not precomputed logits) runs
+            in ``eval()`` mode under ``torch.no_grad()`` on exactly the (augmented) minibatch the
+            student sees, every step -- one teacher forward per step, nothing else. ``"auto"``:
+            online when ``augment`` is active, else cached.
+        augment: random flips and shifts of each training minibatch (see ``fit``); needs
+            ``teacher_mode="online"`` (or ``"auto"``).
+        **fit_kwargs: passed to ``darkknowledge.train.fit`` (epochs, batch_size, lr, ``optimizer``
+            (``"sgd"``, ``"adamw"``, ``"adam"``, a class or a factory), momentum, ``device``,
             ``out_dir``, ``resume``, ``force``, ...). With ``out_dir``, what defines the distillation --
             a SHA-256 of the teacher's logits on the transfer set, ``temperature``, ``alpha``,
             ``divergence``, ``transfer``, ``transfer_fraction``, ``omit_class`` -- is recorded in the
@@ -257,24 +295,64 @@ def distill(
         check_path(cache_dir, name="cache_dir")
     check_one_of("divergence", divergence, ("kl", "reverse_kl", "js"))
     check_one_of("transfer", transfer, TRANSFER_KINDS)
-    if fit_kwargs.get("augment") is not None:
+    check_one_of("teacher_mode", teacher_mode, TEACHER_MODES)
+    augmenter = resolve_augment(augment)
+    if teacher_mode == "auto":
+        teacher_mode = "online" if augmenter is not None else "cached"
+    if teacher_mode == "cached" and augmenter is not None:
         raise InputError(
-            "augment must be None for distill: the soft targets are the teacher's outputs for the "
-            "unaugmented transfer set, so an augmented image would be matched to the wrong target."
+            "augment must be None with teacher_mode='cached', got a random augmentation instead: cached soft "
+            "targets are the teacher's outputs for the unaugmented transfer set (it saw other pixels than the "
+            "student); pass teacher_mode='online' to run the teacher on each augmented batch."
+        )
+    precomputed = isinstance(teacher, torch.Tensor) or (
+        not isinstance(teacher, (nn.Module, str, Path, list, tuple)) and hasattr(teacher, "shape")
+        and hasattr(teacher, "__getitem__"))
+    from darkknowledge.teachers import is_precomputed_logits
+
+    precomputed = precomputed or is_precomputed_logits(teacher)  # an .npy / .safetensors file of logits too
+    if teacher_mode == "online" and precomputed:
+        raise InputError(
+            "teacher must be a model for teacher_mode='online', got precomputed logits instead: they cannot "
+            "be recomputed on an augmented batch; pass the teacher module, or use teacher_mode='cached'."
         )
 
-    logits_all = resolve_teacher_logits(
-        teacher, data.X_train, cache_dir=cache_dir, dtype=soft_target_dtype, top_k=top_k
-    )  # (N_train, C) raw teacher logits
     num_classes = data.num_classes
-    if logits_all.shape[1] != num_classes:
+    first = take_rows(data.X_train, torch.tensor([0]))  # (1, *input_shape) or a dict of (1, ...); X may be a memmap
+    if isinstance(first, np.ndarray):
+        first = torch.from_numpy(np.array(first))
+    student_device = _model_device(student)
+    if isinstance(first, dict):
+        first = {k: v.to(student_device) for k, v in first.items()}
+    else:
+        first = first.to(student_device)
+    teacher_module: nn.Module | None = None
+    if teacher_mode == "online":
+        from darkknowledge.teachers import as_teacher
+
+        teacher_module = as_teacher(teacher)
+        teacher_device = _model_device(teacher_module)
+        was_training = teacher_module.training
+        teacher_module.eval()
+        with torch.no_grad():
+            t_probe = teacher_module(first if teacher_device == student_device else _to(first, teacher_device))
+        teacher_module.train(was_training)
+        teacher_classes = t_probe.shape[-1]
+        logits_all = None
+    else:
+        logits_all = resolve_teacher_logits(
+            teacher, data.X_train, cache_dir=cache_dir, dtype=soft_target_dtype, top_k=top_k
+        )  # (N_train, C) raw teacher logits
+        teacher_classes = logits_all.shape[1]
+    if teacher_classes != num_classes:
         raise InputError(
-            f"teacher has {logits_all.shape[1]} classes but the data has {num_classes}; "
+            f"teacher has {teacher_classes} classes but the data has {num_classes}; "
             "a teacher must predict the same classes as the student."
         )
-    first = data.X_train[:1]  # (1, *input_shape); X may be a NumPy memmap
+    was_training = student.training
     with torch.no_grad():
-        probe = student.eval()(first if isinstance(first, torch.Tensor) else torch.from_numpy(np.array(first)))
+        probe = model_logits(student.eval(), first)
+    student.train(was_training)
     if probe.shape[-1] != num_classes:
         raise InputError(f"student has {probe.shape[-1]} outputs but the data has {num_classes} classes.")
 
@@ -285,9 +363,13 @@ def distill(
     if len(idx) == len(data.y_train):  # the whole training split: no copy (X may be a memmap larger than RAM)
         transfer_data, soft = data, logits_all
     else:
-        transfer_data = replace(data, X_train=data.X_train[idx.numpy()], y_train=data.y_train[idx])
+        X_transfer = take_rows(data.X_train, idx) if isinstance(data.X_train, dict) else data.X_train[idx.numpy()]
+        transfer_data = replace(data, X_train=X_transfer, y_train=data.y_train[idx])
         # (N_transfer, C); a memory-mapped reader is not loaded, only re-indexed
-        soft = logits_all[idx].contiguous() if isinstance(logits_all, torch.Tensor) else logits_all.subset(idx)
+        if logits_all is None:
+            soft = None
+        else:
+            soft = logits_all[idx].contiguous() if isinstance(logits_all, torch.Tensor) else logits_all.subset(idx)
     use_labels = transfer == "train" and alpha > 0.0
 
     if use_labels:  # checked once here, so the loss need not check each minibatch
@@ -295,16 +377,20 @@ def distill(
     step_loss = TrainingDistillationLoss(temperature=temperature, alpha=alpha if use_labels else 0.0,
                                          divergence=divergence)
 
-    # rows of a dense tensor by index_select (cheaper per step than soft[index]); a memory-mapped reader by its own indexing
-    rows_of = soft.index_select if isinstance(soft, torch.Tensor) else (lambda dim, index: soft[index])
+    if teacher_module is None:
+        # rows of a dense tensor by index_select (cheaper per step than soft[index]); a memory-mapped reader by its own indexing
+        rows_of = soft.index_select if isinstance(soft, torch.Tensor) else (lambda dim, index: soft[index])
 
-    def loss(logits: torch.Tensor, targets: torch.Tensor, index: torch.Tensor) -> LossAndGradient:
-        return step_loss.value_and_grad(logits, rows_of(0, index), targets if use_labels else None)
+        def loss(logits: torch.Tensor, targets: torch.Tensor, index: torch.Tensor) -> LossAndGradient:
+            return step_loss.value_and_grad(logits, rows_of(0, index), targets if use_labels else None)
+    else:
+        loss = _online_loss(teacher_module, step_loss, use_labels)
 
     if fit_kwargs.get("out_dir") is not None:  # what defines this run, checked by fit on resume (once, at start)
         key = {
             "kind": "distill",
-            "teacher_sha256": content_fingerprint(teacher_logits=soft),
+            "teacher_sha256": (content_fingerprint(teacher_logits=soft) if teacher_module is None
+                               else _weights_fingerprint(teacher_module)),
             "temperature": float(temperature),
             "alpha": float(alpha),
             "divergence": divergence,
@@ -312,14 +398,23 @@ def distill(
             "transfer_fraction": float(transfer_fraction),
             "omit_class": omit_class,
         }
+        if teacher_module is not None:
+            key["teacher_mode"] = "online"
         if fit_kwargs.get("resume_key") is not None:
             key["user"] = dict(fit_kwargs["resume_key"])
         fit_kwargs = dict(fit_kwargs, resume_key=key)
 
+    teacher_was_training = teacher_module is not None and teacher_module.training
+    if teacher_module is not None:
+        teacher_module.eval()
     try:
-        result = fit(student, transfer_data, loss=loss, seed=seed, max_grad_norm=max_grad_norm, **fit_kwargs)
+        result = fit(student, transfer_data, loss=loss, seed=seed, max_grad_norm=max_grad_norm, augment=augmenter,
+                     **fit_kwargs)
     except TrainingDivergedError as exc:
         raise DistillationDivergedError(_diverged_message(exc, temperature, fit_kwargs.get("lr", 0.05))) from exc
+    finally:
+        if teacher_module is not None:
+            teacher_module.train(teacher_was_training)
 
     bias_shift = None
     if omit_class is not None and data.X_val is not None:
@@ -331,7 +426,33 @@ def distill(
         divergence=divergence,
         transfer_size=len(idx),
         bias_shift=bias_shift,
+        teacher_mode=teacher_mode,
     )
+
+
+def _to(x: Any, device: torch.device) -> Any:
+    return {k: v.to(device) for k, v in x.items()} if isinstance(x, dict) else x.to(device)
+
+
+def _weights_fingerprint(module: nn.Module) -> str:
+    """SHA-256 of a teacher's class and weights (its ``state_dict``): what an online distillation resumes with."""
+    state = module.state_dict()
+    return content_fingerprint(cls=torch.tensor(list(type(module).__qualname__.encode())),
+                               **{f"teacher.{k}": v for k, v in state.items()})
+
+
+def _online_loss(teacher: nn.Module, step_loss: TrainingDistillationLoss, use_labels: bool) -> Callable[..., LossAndGradient]:
+    """The loss of online distillation: the teacher's logits on the very batch the student saw, then the fused loss."""
+    teacher_device = _model_device(teacher)
+
+    def loss(logits: torch.Tensor, targets: torch.Tensor, index: torch.Tensor, inputs: Any) -> LossAndGradient:
+        with torch.no_grad():  # the teacher is in eval() mode (set by distill around fit)
+            t = teacher(inputs if logits.device == teacher_device else _to(inputs, teacher_device))  # (B, C)
+        t = t.to(device=logits.device, dtype=torch.float32)
+        return step_loss.value_and_grad(logits, t, targets if use_labels else None)
+
+    loss.takes_inputs = True  # fit passes the (augmented) minibatch as the fourth argument
+    return loss
 
 
 def sweep(

@@ -16,6 +16,7 @@ References:
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from typing import Any
@@ -24,12 +25,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from darkknowledge._checks import check_positive_int
+from darkknowledge._checks import check_one_of, check_positive_int
+from darkknowledge.data import Splits, as_splits
+from darkknowledge.data.batches import num_rows
+from darkknowledge.teachers import as_teacher
 from darkknowledge.teachers import teacher_logits as _run_logits
 from darkknowledge.errors import InputError, InputTypeError
 
 __all__ = [
     "confusion_matrix",
+    "evaluate",
     "evaluate_model",
     "expected_calibration_error",
     "measure_latency",
@@ -192,11 +197,18 @@ def measure_latency(
     check_positive_int("repeats", repeats)
     if not isinstance(model, nn.Module):
         raise InputTypeError(f"model must be an nn.Module, got {type(model).__name__} instead.")
-    X = _as_tensor("X", X)
-    n = X.shape[0] if X.ndim else 0
+    if isinstance(X, dict):  # text models: {"input_ids": (N, T), ...}
+        n = num_rows(X)
+        shape = f"{n} rows"
+        warm = {k: v[: min(n, batch_size)] for k, v in X.items()}
+    else:
+        X = _as_tensor("X", X)
+        n = X.shape[0] if X.ndim else 0
+        shape = f"shape {tuple(X.shape)}"
+        warm = X[: min(n, batch_size)]
     if n < 1:
-        raise InputError(f"X must hold at least one sample, got shape {tuple(X.shape)} instead.")
-    _run_logits(model, X[: min(n, batch_size)], batch_size=batch_size)  # warm-up
+        raise InputError(f"X must hold at least one sample, got {shape} instead.")
+    _run_logits(model, warm, batch_size=batch_size)  # warm-up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -291,3 +303,81 @@ def evaluate_model(
         "confusion": confusion_matrix(y, pred, num_classes=num_classes).tolist(),
         "reliability": reliability_bins(probs, y, n_bins=n_bins),
     }
+
+
+_PRECOMPUTED_SUFFIXES = (".npy", ".safetensors")
+
+
+def evaluate(
+    model: Any,
+    data: Any,
+    *,
+    teacher: Any = None,
+    split: str = "test",
+    batch_size: int = 1024,
+    n_bins: int = 15,
+    latency_repeats: int = 0,
+) -> dict[str, Any]:
+    """Evaluate a classifier on data of any kind: errors, accuracy, NLL, ECE, agreement and KL to a teacher.
+
+    A thin public wrapper over :func:`evaluate_model` (same metrics, same keys).
+
+    Args:
+        model: an ``nn.Module`` (``(N, ...) -> (N, C)`` logits), or anything
+            :func:`~darkknowledge.teachers.as_teacher` accepts (an estimator with ``predict_proba``,
+            an ``.onnx`` file, ...), to report a teacher on its own.
+        data: a :class:`~darkknowledge.data.Splits`, whose part ``split`` is evaluated; or anything
+            else :func:`~darkknowledge.data.as_splits` accepts (``(X, y)``, a torch ``Dataset`` /
+            ``DataLoader``, a Hugging Face dataset, a path), which is evaluated **whole**, every row
+            in order (no split, no standardisation; ``split`` must be left at its default; to evaluate
+            the test part of a file call ``as_splits`` first and pass its ``Splits``).
+        teacher: optional, for ``agreement`` and ``kl_to_teacher``: anything ``as_teacher`` accepts
+            (run on the same rows), or precomputed ``(N, C)`` logits (tensor, array, ``.npy`` /
+            ``.safetensors`` path) aligned with the evaluated rows.
+        split: ``"test"`` (default), ``"val"`` or ``"train"``: the part of a ``Splits``.
+        batch_size, n_bins, latency_repeats: as for :func:`evaluate_model` (latency is skipped by
+            default here: ``latency_ms_per_sample`` is ``None``).
+
+    Returns:
+        The dict of :func:`evaluate_model`: ``test_errors``, ``n_test``, ``accuracy``, ``nll`` (nats),
+        ``ece``, ``agreement``, ``kl_to_teacher`` (nats, ``KL(teacher || model)``), ``params``, ...
+
+    Example:
+        >>> net = nn.Linear(4, 3)
+        >>> X, y = torch.randn(20, 4), torch.randint(0, 3, (20,))
+        >>> m = evaluate(net, (X, y), teacher=net)
+        >>> m["n_test"], m["agreement"], abs(m["kl_to_teacher"]) < 1e-6
+        (20, 1.0, True)
+    """
+    split = check_one_of("split", split, ("test", "val", "train"))
+    if isinstance(data, Splits):
+        X, y = getattr(data, f"X_{split}"), getattr(data, f"y_{split}")
+        if X is None or y is None:
+            raise InputError(
+                f"split={split!r} must name a part the data holds, got a Splits without X_{split} instead; "
+                "pass split='val' or 'train', or give as_splits a test= part."
+            )
+    else:
+        if split != "test":
+            raise InputError(
+                f"split applies to a Splits, got split={split!r} with {type(data).__name__} data instead "
+                "(that data is evaluated whole)."
+            )
+        whole = as_splits(data, val_fraction=0.0)
+        X, y = whole.X_train, whole.y_train
+    if not isinstance(model, nn.Module):
+        model = as_teacher(model)
+    t_logits = None
+    if teacher is not None:
+        precomputed = isinstance(teacher, (torch.Tensor, np.ndarray)) or (
+            isinstance(teacher, (str, os.PathLike)) and str(teacher).lower().endswith(_PRECOMPUTED_SUFFIXES)
+        )
+        if precomputed:
+            from darkknowledge.teacher_adapters import load_teacher_logits
+
+            t_logits = load_teacher_logits(teacher, num_rows=num_rows(X))
+        else:
+            t_logits = _run_logits(teacher, X, batch_size=batch_size)
+    return evaluate_model(
+        model, X, y, teacher_logits=t_logits, batch_size=batch_size, n_bins=n_bins, latency_repeats=latency_repeats
+    )

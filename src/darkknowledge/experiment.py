@@ -19,13 +19,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from torch import nn
 
 import darkknowledge
+from darkknowledge.augment import resolve_augment
 from darkknowledge.checkpoint import atomic_write_json, load_model, save_model
 from darkknowledge.config import DatasetConfig, ExperimentConfig, check_config_against_data
 from darkknowledge.data import load_dataset, prepare_splits
 from darkknowledge.data._types import Splits
+from darkknowledge.data.batches import take_rows
 from darkknowledge.distill import distill, sweep
 from darkknowledge.distributed import barrier, is_main_process
 from darkknowledge.evaluate import evaluate_model
@@ -54,6 +57,14 @@ def _describe(model_cfg: Any) -> str:
 
 def _train_teacher(cfg: ExperimentConfig, data: Splits, out: Path, log: Callable[[str], None]) -> tuple[nn.Module, list[nn.Module], list[dict]]:
     t = cfg.teacher
+    if t.onnx is not None or t.huggingface is not None:
+        from darkknowledge.teachers import as_teacher, check_compatible
+
+        source = t.onnx or t.huggingface
+        log(f"teacher: loading {source}")
+        teacher = as_teacher(source)
+        check_compatible(teacher, num_classes=data.num_classes, sample=take_rows(data.X_train, torch.arange(2)))
+        return teacher, [], []
     if t.run_dir is not None:
         log(f"teacher: loading {t.run_dir}")
         teacher = load_model(t.run_dir)
@@ -133,6 +144,14 @@ def load_splits(ds_cfg: DatasetConfig) -> tuple[Splits, str]:
     stored (standardise them beforehand), and its splits are the folder's own, so
     ``val_fraction``, ``split_seed`` and ``standardize`` do not apply to it.
     """
+    kind = next((k for k in ("csv", "parquet", "imagefolder") if getattr(ds_cfg, k) is not None), None)
+    if kind is not None:  # a table or an image folder: darkknowledge.data.as_splits
+        from darkknowledge.data import as_splits
+
+        source = ds_cfg.source
+        data = as_splits(source, test=ds_cfg.test, label=ds_cfg.label_name, val_fraction=ds_cfg.val_fraction,
+                         seed=ds_cfg.split_seed, standardize=ds_cfg.standardize)
+        return data, Path(source).name
     folder = Path(ds_cfg.name)
     if folder.is_dir():
         return open_npy_splits(folder), folder.name
@@ -189,8 +208,16 @@ def _run_experiment(cfg: ExperimentConfig, out: Path, log: Callable[[str], None]
     ds_cfg = cfg.dataset
     data, ds_name = load_splits(ds_cfg)
     check_config_against_data(cfg, num_classes=data.num_classes)  # omit_class, top_k: before any training
+    for who, train_cfg in (("teacher", cfg.teacher.train), ("student", cfg.student.train)):
+        augmenter = resolve_augment(train_cfg.augment.model_dump() if train_cfg.augment is not None else None)
+        if augmenter is not None and not isinstance(data.input_shape, dict):
+            try:
+                augmenter.check_input_shape(tuple(data.input_shape))
+            except InputError as exc:  # before any training, naming the key
+                raise InputError(f"{who}.train.augment: {exc}") from None
     if data.X_test is None:
-        raise InputError(f"dataset {ds_cfg.name!r} has no test split; the run evaluates on a held-out test split.")
+        hint = " (give one with dataset.test: a file or folder of the same kind)" if ds_cfg.source != ds_cfg.name else ""
+        raise InputError(f"dataset {ds_cfg.source!r} has no test split{hint}; the run evaluates on a held-out test split.")
     if data.X_val is None:
         raise InputError(f"dataset {ds_cfg.name!r} has no validation split (X_val.npy / y_val.npy); the run "
                          "chooses T, alpha and the learning rate on it.")
@@ -216,15 +243,21 @@ def _run_experiment(cfg: ExperimentConfig, out: Path, log: Callable[[str], None]
     make_student = lambda seed=cfg.seeds[0]: build_model(scfg.model.name, input_shape=data.input_shape,
                                                           num_classes=data.num_classes, seed=seed, **scfg.model.options)
     temperature, alpha, distill_lr = dcfg.temperature, dcfg.alpha, dcfg.lr or train_kwargs["lr"]
+    # consistent teaching: an augmented student is taught online, on exactly the views it sees
+    online = dcfg.teacher_mode == "online" or (dcfg.teacher_mode == "auto" and scfg.train.augment is not None)
+    teacher_mode = "online" if online else "cached"
+    taught_by = teacher if online else logits_train
+    if online:
+        log("distillation: the teacher runs online on every student batch (teacher_mode online)")
     sweep_rows, sweep_best = [], None
     if dcfg.sweep.temperatures and dcfg.sweep.alphas:
         t0 = time.perf_counter()
         sweep_kwargs = {k: v for k, v in train_kwargs.items() if k not in ("lr", "max_grad_norm")}
         if dcfg.sweep.epochs:
             sweep_kwargs["epochs"] = dcfg.sweep.epochs
-        result = sweep(make_student, logits_train, data, temperatures=dcfg.sweep.temperatures, alphas=dcfg.sweep.alphas,
+        result = sweep(make_student, taught_by, data, temperatures=dcfg.sweep.temperatures, alphas=dcfg.sweep.alphas,
                        lrs=dcfg.sweep.lrs or [distill_lr], divergence=dcfg.divergence, seed=cfg.seeds[0],
-                       max_grad_norm=dcfg.max_grad_norm, **sweep_kwargs)
+                       max_grad_norm=dcfg.max_grad_norm, teacher_mode=teacher_mode, **sweep_kwargs)
         sweep_rows, sweep_best = result.rows, result.best
         if sweep_best is not None:
             temperature, alpha, distill_lr = sweep_best["temperature"], sweep_best["alpha"], sweep_best["lr"]
@@ -247,9 +280,10 @@ def _run_experiment(cfg: ExperimentConfig, out: Path, log: Callable[[str], None]
         student = make_student(seed)
         t0 = time.perf_counter()
         kwargs = dict(train_kwargs, lr=distill_lr, max_grad_norm=dcfg.max_grad_norm)
-        dres = distill(student, logits_train, data, temperature=temperature, alpha=alpha, divergence=dcfg.divergence,
+        dres = distill(student, taught_by, data, temperature=temperature, alpha=alpha, divergence=dcfg.divergence,
                        transfer=dcfg.transfer, transfer_fraction=dcfg.transfer_fraction, omit_class=dcfg.omit_class,
-                       seed=seed, out_dir=out / "student-distilled" / f"seed-{seed}", force=True, **kwargs)
+                       seed=seed, out_dir=out / "student-distilled" / f"seed-{seed}", force=True,
+                       teacher_mode=teacher_mode, **kwargs)
         student.cpu()
         timing["student_distilled_seconds"] += time.perf_counter() - t0
         if dres.bias_shift is not None and is_main_process():  # the bias moved after fit saved the student
@@ -267,7 +301,10 @@ def _run_experiment(cfg: ExperimentConfig, out: Path, log: Callable[[str], None]
         models.append(dict(row, name=f"teacher member {i} ({_describe(cfg.teacher.model)})", role="teacher-member",
                            history=teacher_histories[i], seeds=None, accuracy_std=None))
     teacher_row = evaluate_model(teacher, data.X_test, data.y_test, teacher_logits=None)
-    teacher_name = (f"teacher ensemble of {len(members)}" if members else f"teacher ({_describe(cfg.teacher.model)})")
+    if cfg.teacher.onnx or cfg.teacher.huggingface:
+        teacher_name = f"teacher ({'ONNX' if cfg.teacher.onnx else 'Hugging Face'}: {Path(cfg.teacher.source).name})"
+    else:
+        teacher_name = (f"teacher ensemble of {len(members)}" if members else f"teacher ({_describe(cfg.teacher.model)})")
     models.append(dict(teacher_row, name=teacher_name, role="teacher", agreement=None, kl_to_teacher=None,
                        history=teacher_histories[0] if teacher_histories and not members else [], seeds=None, accuracy_std=None))
     student_desc = _describe(scfg.model)

@@ -1,13 +1,14 @@
-"""The training loop of the notes: shuffled minibatch SGD with momentum, weight decay, a learning-rate
-schedule, early stopping that keeps the best-validation weights, checkpoints and resume.
+"""The training loop of the notes: shuffled minibatch SGD with momentum (or Adam, AdamW, any torch
+optimizer), weight decay, a learning-rate schedule, early stopping that keeps the best-validation
+weights, checkpoints and resume.
 
 One function, :func:`fit`, reads top to bottom::
 
     for epoch in 1..epochs:                       # one pass over a fresh permutation of the data
         for idx in minibatches(N):                #   (B,) row indices
-            loss = loss_fn(model(X[idx]), y[idx], idx)
+            loss = loss_fn(model(X[idx]), y[idx], idx)   #   model(**X[idx]) for a dict of inputs
             stop if loss is not finite            #   TrainingDivergedError names epoch, step, lr
-            w <- SGD step (momentum, weight decay on weights only), lr <- schedule
+            w <- optimizer step (weight decay on weights only), lr <- schedule
         evaluate on the validation split          # model.eval(), torch.no_grad()
         keep a copy of the weights at a new low of the validation loss
         log one JSON line, write a checkpoint     # when out_dir is given
@@ -57,6 +58,7 @@ initialization and momentum in deep learning* (2013).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -89,7 +91,7 @@ from darkknowledge.checkpoint import (
     unpack_tensors,
 )
 from darkknowledge.losses import LossAndGradient
-from darkknowledge.data.batches import gather_rows, minibatches, num_batches
+from darkknowledge.data.batches import gather_rows, minibatches, num_batches, num_rows, take_rows
 from darkknowledge.distributed import (
     all_reduce_sum,
     barrier,
@@ -114,11 +116,16 @@ __all__ = [
     "evaluate_loss_accuracy",
     "fit",
     "make_optimizer",
+    "model_logits",
+    "OPTIMIZER_NAMES",
     "predict_logits",
 ]
 
 #: The valid loss names of :func:`fit` (or pass a callable).
 LOSS_NAMES: tuple[str, ...] = ("cross_entropy", "mse", "bce")
+
+#: The optimizers :func:`fit` knows by name (or pass a ``torch.optim.Optimizer`` subclass or a factory).
+OPTIMIZER_NAMES: tuple[str, ...] = ("sgd", "adamw", "adam")
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], "torch.Tensor | LossAndGradient"]
 
@@ -212,7 +219,61 @@ def _num_correct(out: torch.Tensor, y: torch.Tensor, loss: str) -> int | None:
 def _model_device(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
+    for b in model.buffers():
+        return b.device
     return torch.device("cpu")
+
+
+def _logits_of(out: Any) -> torch.Tensor:
+    """The logits tensor of a model's output: the tensor itself, a dict's / ``ModelOutput``'s ``"logits"``, a tuple's first."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, Mapping):  # a dict, or a Hugging Face ModelOutput (an OrderedDict)
+        if "logits" not in out:
+            raise InputError(f"model returned a dict without 'logits', expected logits, got keys {sorted(out)} instead.")
+        return out["logits"]
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    raise InputTypeError(
+        f"model must return a logits tensor, a tuple (logits first) or a dict with 'logits', "
+        f"got {type(out).__name__} instead."
+    )
+
+
+def model_logits(model: Callable[..., Any], xb: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """``model(**xb)`` for a dict batch (text models: ``input_ids``, ``attention_mask``, ...), else ``model(xb)``; the logits.
+
+    The output may be a tensor, a tuple / list (the first element), a dict or a Hugging Face
+    ``ModelOutput`` (its ``"logits"``).
+
+    Args:
+        model: any callable module.
+        xb: ``(B, *input_shape)`` tensor or ``{name: (B, ...) tensor}``.
+
+    Returns:
+        ``(B, C)`` logits (or ``(B,)``), as the model computed them.
+
+    Example:
+        >>> class M(torch.nn.Module):
+        ...     def forward(self, input_ids, attention_mask):
+        ...         return {"logits": (input_ids * attention_mask).float()}
+        >>> model_logits(M(), {"input_ids": torch.ones(2, 3), "attention_mask": torch.ones(2, 3)}).shape
+        torch.Size([2, 3])
+    """
+    out = model(**xb) if isinstance(xb, Mapping) else model(xb)
+    return out if isinstance(out, torch.Tensor) else _logits_of(out)
+
+
+def _to_device(X: Any, device: torch.device) -> Any:
+    if isinstance(X, Mapping):
+        return {k: v.to(device) for k, v in X.items()}
+    return X.to(device)
+
+
+def _slice_rows(X: Any, start: int, stop: int) -> Any:
+    if isinstance(X, Mapping):
+        return {k: v[start:stop] for k, v in X.items()}
+    return X[start:stop]
 
 
 def predict_logits(model: nn.Module, X: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
@@ -223,25 +284,33 @@ def predict_logits(model: nn.Module, X: torch.Tensor, *, batch_size: int = 1024)
 
     Args:
         model: maps ``(B, *input_shape)`` to ``(B, C)`` logits (or ``(B,)``).
-        X: ``(N, *input_shape)`` inputs.
+        X: ``(N, *input_shape)`` inputs, or a dict of ``(N, ...)`` tensors (``model(**batch)``).
 
     Returns:
-        ``(N, C)`` (or ``(N,)``) logits on ``X``'s device.
+        ``(N, C)`` (or ``(N,)``) logits on ``X``'s device (a dict's first tensor's).
 
     Example:
         >>> m = torch.nn.Linear(3, 2)
         >>> predict_logits(m, torch.zeros(5, 3), batch_size=2).shape
         torch.Size([5, 2])
     """
-    if not isinstance(X, torch.Tensor):
-        raise InputTypeError(f"X must be a torch.Tensor, got {type(X).__name__} instead.")
+    if isinstance(X, Mapping):
+        if not X or not all(isinstance(v, torch.Tensor) for v in X.values()):
+            raise InputTypeError("X as a dict must map names to tensors of equal length, got "
+                                 f"{ {k: type(v).__name__ for k, v in X.items()} } instead.")
+        home = next(iter(X.values())).device
+    elif isinstance(X, torch.Tensor):
+        home = X.device
+    else:
+        raise InputTypeError(f"X must be a torch.Tensor or a dict of tensors, got {type(X).__name__} instead.")
     check_positive_int("batch_size", batch_size)
     device = _model_device(model)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            chunks = [model(X[i : i + batch_size].to(device)).to(X.device) for i in range(0, len(X), batch_size)]
+            chunks = [model_logits(model, _to_device(_slice_rows(X, i, i + batch_size), device)).to(home)
+                      for i in range(0, num_rows(X), batch_size)]
     finally:
         model.train(was_training)
     if not chunks:
@@ -260,7 +329,7 @@ def evaluate_loss_accuracy(
     """Mean loss and accuracy of ``model`` on ``(X, y)``, in ``eval()`` mode under ``no_grad``.
 
     Args:
-        X: ``(N, *input_shape)`` inputs; y: ``(N,)`` targets (class ids, 0/1 for ``"bce"``,
+        X: ``(N, *input_shape)`` inputs (or a dict of ``(N, ...)`` tensors); y: ``(N,)`` targets (class ids, 0/1 for ``"bce"``,
             floats for ``"mse"``).
         loss: one of :data:`LOSS_NAMES`.
 
@@ -275,14 +344,15 @@ def evaluate_loss_accuracy(
         (0.3133, 1.0)
     """
     check_one_of("loss", loss, LOSS_NAMES)
-    if not isinstance(y, torch.Tensor) or len(y) != len(X):
-        raise InputError(f"y must be a tensor with one target per row of X ({len(X)}), got {_describe(y)} instead.")
+    n = num_rows(X) if isinstance(X, (Mapping, torch.Tensor)) else len(X)
+    if not isinstance(y, torch.Tensor) or len(y) != n:
+        raise InputError(f"y must be a tensor with one target per row of X ({n}), got {_describe(y)} instead.")
     out = predict_logits(model, X, batch_size=batch_size)
     y = y.to(out.device)
     with torch.no_grad():
         total = float(_loss_sum(out.double(), y, loss))
     correct = _num_correct(out, y, loss)
-    return total / len(X), (None if correct is None else correct / len(X))
+    return total / n, (None if correct is None else correct / n)
 
 
 def _describe(x: Any) -> str:
@@ -294,30 +364,96 @@ def _describe(x: Any) -> str:
 # ----------------------------------------------------------------------------- optimizer
 
 
-def make_optimizer(
-    model: nn.Module, *, lr: float, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0
-) -> torch.optim.SGD:
-    """SGD whose weight decay is the L2 penalty ``weight_decay * ||w||^2`` on the weights only.
-
-    Two parameter groups: weights (``ndim >= 2``: linear and convolution kernels) with torch's
-    ``weight_decay = 2 * weight_decay``, and biases / normalisation parameters without. So
-    one plain step (momentum 0) is ``w <- (1 - 2 lr weight_decay) w - lr grad``.
-
-    >>> opt = make_optimizer(torch.nn.Linear(2, 1), lr=0.1, weight_decay=0.01)
-    >>> [(len(g["params"]), g["weight_decay"]) for g in opt.param_groups]
-    [(1, 0.02), (1, 0.0)]
-    """
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise InputError("model has no trainable parameters (none with requires_grad=True).")
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
-    groups = [
+    return [
         {"params": ps, "weight_decay": wd}
         for ps, wd in ((decay, 2.0 * weight_decay), (no_decay, 0.0))
         if ps
     ]
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+
+
+def _optimizer_label(optimizer: Any) -> str:
+    """How the config records the optimizer (a resume with another one is refused)."""
+    if isinstance(optimizer, str):
+        return optimizer
+    if isinstance(optimizer, type):
+        return f"class:{optimizer.__module__}.{optimizer.__qualname__}"
+    return f"callable:{getattr(optimizer, '__qualname__', type(optimizer).__name__)}"
+
+
+def _check_optimizer(optimizer: Any) -> None:
+    if isinstance(optimizer, str):
+        check_one_of("optimizer", optimizer, OPTIMIZER_NAMES)
+    elif isinstance(optimizer, type):
+        if not issubclass(optimizer, torch.optim.Optimizer):
+            raise InputTypeError(
+                f"optimizer must be one of {list(OPTIMIZER_NAMES)}, a torch.optim.Optimizer subclass or a callable "
+                f"params -> optimizer, got the class {optimizer.__name__} instead."
+            )
+    elif not callable(optimizer) or isinstance(optimizer, torch.optim.Optimizer):
+        raise InputTypeError(
+            f"optimizer must be one of {list(OPTIMIZER_NAMES)}, a torch.optim.Optimizer subclass or a callable "
+            f"params -> optimizer, got {type(optimizer).__name__} instead"
+            + (" (pass the class or a factory: fit builds the optimizer over the model's parameters)."
+               if isinstance(optimizer, torch.optim.Optimizer) else ".")
+        )
+
+
+def make_optimizer(
+    model: nn.Module,
+    *,
+    lr: float,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+    optimizer: str | type[torch.optim.Optimizer] | Callable[[list[dict[str, Any]]], torch.optim.Optimizer] = "sgd",
+) -> torch.optim.Optimizer:
+    """An optimizer whose weight decay is the L2 penalty ``weight_decay * ||w||^2`` on the weights only.
+
+    Two parameter groups: weights (``ndim >= 2``: linear and convolution kernels) with torch's
+    ``weight_decay = 2 * weight_decay``, and biases / normalisation parameters without. So
+    one plain SGD step (momentum 0) is ``w <- (1 - 2 lr weight_decay) w - lr grad``.
+
+    Args:
+        optimizer: ``"sgd"`` (with ``momentum``, ``nesterov``), ``"adam"`` (torch's coupled L2:
+            the penalty's gradient ``2 weight_decay w`` joins the loss's), ``"adamw"`` (decoupled:
+            each step shrinks the weights by ``1 - 2 lr weight_decay``, as plain SGD's penalty does),
+            any ``torch.optim.Optimizer`` subclass (called as ``cls(groups, lr=lr)``; its own
+            defaults otherwise), or a factory ``groups -> optimizer`` that receives the two groups
+            above and returns an optimizer: the factory's ``lr`` is used, not ``lr``.
+
+    >>> opt = make_optimizer(torch.nn.Linear(2, 1), lr=0.1, weight_decay=0.01)
+    >>> [(len(g["params"]), g["weight_decay"]) for g in opt.param_groups]
+    [(1, 0.02), (1, 0.0)]
+    >>> type(make_optimizer(torch.nn.Linear(2, 1), lr=1e-3, optimizer="adamw")).__name__
+    'AdamW'
+    """
+    _check_optimizer(optimizer)
+    groups = _param_groups(model, weight_decay)
+    if optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+    if momentum or nesterov:
+        raise InputError(
+            f"momentum and nesterov apply only to optimizer='sgd', got momentum={momentum!r}, "
+            f"nesterov={nesterov!r} with optimizer {_optimizer_label(optimizer)!r} instead; leave them unset."
+        )
+    if optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    if optimizer == "adam":
+        return torch.optim.Adam(groups, lr=lr)
+    if isinstance(optimizer, type):
+        return optimizer(groups, lr=lr)
+    built = optimizer(groups)
+    if not isinstance(built, torch.optim.Optimizer):
+        raise InputTypeError(
+            f"the optimizer factory must return a torch.optim.Optimizer, got {type(built).__name__} instead."
+        )
+    return built
 
 
 # ----------------------------------------------------------------------------- fit
@@ -325,7 +461,16 @@ def make_optimizer(
 
 def _check_data(data: Any) -> None:
     X_train = getattr(data, "X_train", None)
-    if isinstance(X_train, np.memmap):
+    if isinstance(X_train, Mapping):  # text models: {"input_ids": (N, L), "attention_mask": (N, L), ...}
+        if not X_train or not all(isinstance(v, torch.Tensor) and v.ndim >= 1 for v in X_train.values()):
+            raise InputTypeError(
+                "data.X_train as a dict must map names to (N, ...) tensors, got "
+                f"{ {k: _describe(v) for k, v in X_train.items()} } instead."
+            )
+        lengths = {k: len(v) for k, v in X_train.items()}
+        if len(set(lengths.values())) != 1:
+            raise InputError(f"data.X_train's tensors must have the same number of rows, got {lengths} instead.")
+    elif isinstance(X_train, np.memmap):
         if X_train.ndim < 2 or X_train.dtype.kind != "f":
             raise InputTypeError(
                 f"data.X_train as a numpy.memmap must be floating point with shape (N, ...), "
@@ -342,13 +487,13 @@ def _check_data(data: Any) -> None:
             f"data.y_train must be a torch.Tensor (data must be a darkknowledge.data Splits), "
             f"got {_describe(getattr(data, 'y_train', None))} instead."
         )
-    if len(data.X_train) != len(data.y_train) or len(data.X_train) == 0:
+    if num_rows(data.X_train) != len(data.y_train) or num_rows(data.X_train) == 0:
         raise InputError(
             f"data.X_train and data.y_train must have the same number (> 0) of rows, "
-            f"got {len(data.X_train)} and {len(data.y_train)} instead."
+            f"got {num_rows(data.X_train)} and {len(data.y_train)} instead."
         )
     X_val, y_val = getattr(data, "X_val", None), getattr(data, "y_val", None)
-    if (X_val is None) != (y_val is None) or (X_val is not None and len(X_val) != len(y_val)):
+    if (X_val is None) != (y_val is None) or (X_val is not None and num_rows(X_val) != len(y_val)):
         raise InputError(
             f"data.X_val and data.y_val must both be None or have the same number of rows, "
             f"got {_describe(X_val)} and {_describe(y_val)} instead."
@@ -359,10 +504,12 @@ def _torch_dtype(X: torch.Tensor | np.ndarray) -> torch.dtype:
     return X.dtype if isinstance(X, torch.Tensor) else torch.from_numpy(np.empty(0, dtype=X.dtype)).dtype
 
 
-def _gather_rows(X: torch.Tensor | np.ndarray, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
+def _gather_rows(X: torch.Tensor | np.ndarray | dict, idx: torch.Tensor, device: torch.device) -> Any:
     """Rows ``X[idx]`` on ``device``; a NumPy array (memmap) is read in sorted row order, never whole."""
     if isinstance(X, torch.Tensor):
         return X[idx]  # (B, *input_shape)
+    if isinstance(X, Mapping):  # {name: (B, ...)} on the device X was moved to
+        return take_rows(X, idx)
     order = idx.cpu().numpy()
     sorted_rows = np.sort(order)  # sequential reads from the file
     block = torch.from_numpy(gather_rows(X, sorted_rows))  # (B, *input_shape), a copy of B rows
@@ -420,9 +567,10 @@ def fit(
     epochs: int = 20,
     batch_size: int = 128,
     lr: float = 0.05,
-    momentum: float = 0.9,
+    momentum: float | None = None,
     nesterov: bool = False,
     weight_decay: float = 0.0,
+    optimizer: str | type[torch.optim.Optimizer] | Callable[[list[dict[str, Any]]], torch.optim.Optimizer] = "sgd",
     lr_schedule: str = "cosine",
     warmup_epochs: int = 0,
     early_stopping_patience: int | None = None,
@@ -434,13 +582,13 @@ def fit(
     resume_key: Mapping[str, Any] | None = None,
     progress: bool | None = None,
     log_every: int = 10,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     amp: bool = False,
     max_grad_norm: float | None = None,
     augment: ImageAugment | Mapping[str, Any] | None = None,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> FitResult:
-    """Train ``model`` in place on ``data`` with minibatch SGD; return the history and the best epoch.
+    """Train ``model`` in place on ``data`` with minibatch SGD (or Adam, AdamW, ...); return the history and the best epoch.
 
     Args:
         model: any ``nn.Module`` mapping ``(B, *input_shape)`` to outputs; if it carries a
@@ -449,24 +597,36 @@ def fit(
         data: a :class:`~darkknowledge.data._types.Splits` (``X_train``, ``y_train``, optional
             ``X_val``, ``y_val``); the features' dtype must match the model's. ``X_train`` may
             also be a read-only ``np.memmap``: minibatches are gathered from it
-            row by row, never copying the whole array.
+            row by row, never copying the whole array. ``X_train`` / ``X_val`` may be a dict of
+            equal-length tensors (text models: ``input_ids``, ``attention_mask``, ...): each
+            minibatch is then passed as ``model(**batch)``. A model may return a tensor, a tuple
+            (logits first), a dict or a Hugging Face ``ModelOutput`` (its ``logits``): see :func:`model_logits`.
         loss: ``"cross_entropy"``, ``"mse"``, ``"bce"`` or a callable ``(logits, targets, index) -> scalar``
             (``index``: the ``(B,)`` int64 rows of ``data.X_train`` in the minibatch, on ``device``).
             The callable may instead return a :class:`~darkknowledge.losses.LossAndGradient`
             (the loss and its gradient with respect to the logits): backpropagation then starts
-            at the logits, with no graph built for the loss.
+            at the logits, with no graph built for the loss. A callable with an attribute
+            ``takes_inputs = True`` is called as ``loss(logits, targets, index, inputs)`` with the
+            minibatch the model saw (after augmentation): how an online teacher sees the same batch.
         epochs: passes over the training data.
         batch_size: rows per minibatch (the last one of an epoch may be smaller).
-        lr: base (peak) learning rate :math:`\\eta`.
-        momentum: heavy-ball momentum in ``[0, 1)``; ``nesterov``: Nesterov's variant (needs momentum > 0).
+        lr: base (peak) learning rate :math:`\\eta` (a factory ``optimizer``'s own lr wins).
+        momentum: heavy-ball momentum in ``[0, 1)`` (``None``: 0.9); ``nesterov``: Nesterov's variant
+            (needs momentum > 0). SGD only: either with another optimizer is an error.
+        optimizer: ``"sgd"`` (the default), ``"adamw"``, ``"adam"``, a ``torch.optim.Optimizer``
+            subclass (called as ``cls(groups, lr=lr)``) or a factory ``groups -> optimizer``; the
+            groups split weights (``weight_decay``) from biases, see :func:`make_optimizer`. The
+            schedule scales whatever lr the optimizer starts with; a resume with another optimizer
+            is refused.
         weight_decay: :math:`\\lambda` of the penalty :math:`\\lambda\\lVert w\\rVert^2` on weights (not biases).
         lr_schedule: ``"constant"``, ``"cosine"`` (to 0 at the end) or ``"onecycle"``, stepped per minibatch.
         warmup_epochs: epochs of linear warm-up (``< epochs``).
         early_stopping_patience: stop after this many epochs without a new lowest validation
             loss (``None``: run all epochs). Needs a validation split.
         restore_best: with a validation split, end with the weights of the lowest validation loss.
-        seed: ``fit`` calls ``torch.manual_seed(seed)`` (dropout) and seeds its own minibatch
-            ``torch.Generator``; the model's initialisation is seeded where it is built
+        seed: seeds ``fit``'s own minibatch ``torch.Generator`` and, for dropout, the global
+            torch RNG inside ``torch.random.fork_rng``: the caller's global RNG state is the same
+            after ``fit`` as before; the model's initialisation is seeded where it is built
             (``build_model(..., seed=...)``). Same seed, same run, bit for bit on the CPU.
         out_dir: run folder for ``config.json``, ``log.jsonl``, the resume checkpoint and the final model.
             It must be new, empty or a darkknowledge training run folder (``""`` is an error); it is
@@ -483,9 +643,10 @@ def fit(
             fingerprint and its loss settings); recorded in the checkpoint and compared on resume.
         progress: a tqdm bar per epoch; ``None``: only when stderr is a terminal.
         log_every: steps between updates of the bar's running loss.
-        device: where the model and data live during training: ``"cpu"``, ``"cuda"`` (``cuda:<LOCAL_RANK>``
-            under torchrun), ``"auto"`` (CUDA when available), or a ``torch.device``; ``"cuda"``
-            without a GPU is a ``ValueError``.
+        device: where the model and data live during training: ``None`` (the default: where the
+            model's parameters already are, so a model on a GPU stays there), ``"cpu"``, ``"cuda"``
+            (``cuda:<LOCAL_RANK>`` under torchrun), ``"auto"`` (CUDA when available), or a
+            ``torch.device``; ``"cuda"`` without a GPU is a ``ValueError``.
         amp: mixed precision -- the forward pass under ``torch.autocast(dtype=torch.bfloat16)``
             (CPU or CUDA); the loss is computed from the outputs cast back to float32.
         max_grad_norm: clip the global gradient 2-norm to this before each step (``None``: no clipping).
@@ -525,11 +686,19 @@ def fit(
     check_positive_finite("lr", lr)
     if lr > MAX_LR:  # torch casts lr to the weights' dtype: 1e300 is inf in float32, far earlier nonsense
         raise InputError(f"lr must be at most {MAX_LR:g} (a step that large only diverges), got {lr!r} instead.")
-    momentum = check_in_range("momentum", momentum, 0.0, 1.0)
-    if momentum == 1.0:
-        raise InputError(f"momentum must be in [0, 1), got {momentum!r} instead.")
-    if nesterov and momentum == 0:
-        raise InputError("nesterov=True needs momentum > 0, got momentum=0.0 instead.")
+    _check_optimizer(optimizer)
+    if optimizer != "sgd":  # momentum and nesterov are SGD's; Adam's betas go through a class or a factory
+        if momentum is not None or nesterov:
+            raise InputError(
+                f"momentum and nesterov apply only to optimizer='sgd', got momentum={momentum!r}, "
+                f"nesterov={nesterov!r} with optimizer {_optimizer_label(optimizer)!r} instead; leave them unset."
+            )
+    else:
+        momentum = check_in_range("momentum", 0.9 if momentum is None else momentum, 0.0, 1.0)
+        if momentum == 1.0:
+            raise InputError(f"momentum must be in [0, 1), got {momentum!r} instead.")
+        if nesterov and momentum == 0:
+            raise InputError("nesterov=True needs momentum > 0, got momentum=0.0 instead.")
     if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)):
         raise InputTypeError(f"weight_decay must be a number, got {type(weight_decay).__name__} instead.")
     if not (math.isfinite(weight_decay) and weight_decay >= 0):
@@ -538,7 +707,7 @@ def fit(
     check_positive_int("warmup_epochs", warmup_epochs, minimum=0)
     if warmup_epochs and warmup_epochs >= epochs:
         raise InputError(f"warmup_epochs must be < epochs={epochs}, got {warmup_epochs} instead.")
-    has_val = getattr(data, "X_val", None) is not None and len(data.X_val) > 0
+    has_val = getattr(data, "X_val", None) is not None and num_rows(data.X_val) > 0
     if early_stopping_patience is not None:
         check_positive_int("early_stopping_patience", early_stopping_patience)
         if not has_val:
@@ -551,7 +720,11 @@ def fit(
     if max_grad_norm is not None:
         check_positive_finite("max_grad_norm", max_grad_norm)
     augmenter = resolve_augment(augment)
+    dict_input = isinstance(data.X_train, Mapping)
     if augmenter is not None:
+        if dict_input:
+            raise InputError("augment needs image tensors, got a dict of inputs (data.X_train) instead; "
+                             "set augment to None.")
         augmenter.check_input_shape(tuple(data.X_train.shape[1:]))
     if on_epoch_end is not None and not callable(on_epoch_end):
         raise InputTypeError(f"on_epoch_end must be callable or None, got {type(on_epoch_end).__name__} instead.")
@@ -565,7 +738,7 @@ def fit(
     run = check_path(out_dir) if out_dir is not None else None
     if progress is None:
         progress = sys.stderr.isatty()
-    device = resolve_device(device)
+    device = _model_device(model) if device is None else resolve_device(device)
     world, rank = get_world_size(), get_rank()
     main = is_main_process()
     progress = bool(progress) and main  # only rank 0 shows a bar
@@ -576,6 +749,7 @@ def fit(
         "epochs": epochs,
         "batch_size": batch_size,
         "lr": float(lr),
+        "optimizer": _optimizer_label(optimizer),
         "momentum": momentum,
         "nesterov": bool(nesterov),
         "weight_decay": float(weight_decay),
@@ -589,9 +763,10 @@ def fit(
         "model_spec": spec.to_dict() if hasattr(spec, "to_dict") else None,
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "data": {
-            "n_train": len(data.X_train),
-            "n_val": len(data.X_val) if has_val else 0,
-            "input_shape": list(data.X_train.shape[1:]),
+            "n_train": num_rows(data.X_train),
+            "n_val": num_rows(data.X_val) if has_val else 0,
+            "input_shape": ({k: list(v.shape[1:]) for k, v in data.X_train.items()} if dict_input
+                            else list(data.X_train.shape[1:])),
             "sha256": data_fingerprint(data) if run is not None else None,
         },
         "run": None if resume_key is None else json.loads(json.dumps(dict(resume_key), allow_nan=False)),
@@ -606,8 +781,8 @@ def fit(
 
     # --- check the dtypes agree; data and model on the device
     param = next(iter(model.parameters()), None)
-    x_dtype = _torch_dtype(data.X_train)
-    if param is not None and x_dtype.is_floating_point and param.dtype != x_dtype:
+    x_dtype = None if dict_input else _torch_dtype(data.X_train)
+    if param is not None and x_dtype is not None and x_dtype.is_floating_point and param.dtype != x_dtype:
         raise InputTypeError(
             f"data.X_train is {x_dtype} but the model's parameters are {param.dtype}; "
             "convert one to the other (e.g. model.double() or X.float())."
@@ -617,26 +792,36 @@ def fit(
     y_val = _targets(data.y_val, val_loss_name, "data.y_val") if has_val else None
     model.to(device)
     # a NumPy X_train (e.g. a memmap) stays where it is; minibatches are gathered from it
-    X = data.X_train.to(device) if isinstance(data.X_train, torch.Tensor) else data.X_train  # (N, *input_shape)
+    X = _to_device(data.X_train, device) if isinstance(data.X_train, (torch.Tensor, Mapping)) else data.X_train  # (N, *input_shape)
     y = y.to(device)  # (N,)
-    X_val = data.X_val.to(device) if has_val else None
+    X_val = _to_device(data.X_val, device) if has_val else None
     y_val = y_val.to(device) if has_val else None
 
-    n = len(X)
+    n = num_rows(X) if dict_input else len(X)
     steps_per_epoch = num_batches(n, batch_size=batch_size)
-    optimizer = make_optimizer(model, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+    opt_spec = optimizer
+    optimizer = make_optimizer(model, lr=lr, momentum=momentum or 0.0, nesterov=nesterov, weight_decay=weight_decay,
+                               optimizer=opt_spec)
+    config["optimizer_class"] = f"{type(optimizer).__module__}.{type(optimizer).__qualname__}"
     scheduler = build_scheduler(
         optimizer,
         schedule=lr_schedule,
         total_steps=epochs * steps_per_epoch,
         warmup_steps=warmup_epochs * steps_per_epoch,
     )
-    torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
+    # dropout draws from the global RNG: seeded here for a reproducible run, inside fork_rng so the
+    # caller's global state (CPU and this CUDA device) is restored when fit returns or raises
+    rng_fork = contextlib.ExitStack()
 
     # --- the run folder: checked, marked and locked (rank 0) before anything is written
     handle = claim_run_dir(run, kind="fit", force=force, resume=resume) if run is not None else None
     try:
+        rng_fork.enter_context(torch.random.fork_rng(devices=[device] if device.type == "cuda" else []))
+        torch.random.default_generator.manual_seed(seed)
+        if device.type == "cuda":
+            with torch.cuda.device(device):  # this device only: fork_rng restores it afterwards
+                torch.cuda.manual_seed(seed)
         result = FitResult(out_dir=None if out_dir is None else str(out_dir))
         best_weights: dict[str, torch.Tensor] | None = None
         start_epoch = 1
@@ -668,7 +853,13 @@ def fit(
                 model, device_ids=[device.index] if device.type == "cuda" else None
             )
 
-        # --- the loop
+        # --- the loop (chosen once: a dict batch goes in as keyword arguments; a loss may ask for the batch)
+        if dict_input:
+            def forward_batch(xb: Mapping[str, torch.Tensor]) -> Any:
+                return forward(**xb)
+        else:
+            forward_batch = forward
+        loss_takes_inputs = bool(getattr(loss_fn, "takes_inputs", False))
         trainable = [p for p in model.parameters() if p.requires_grad]
         last_lr = optimizer.param_groups[0]["lr"]
         for epoch in range(start_epoch, epochs + 1):
@@ -689,12 +880,15 @@ def fit(
                         draws = draws.select(rank_share(torch.arange(len(global_idx)), rank=rank, world_size=world))
                     xb = augmenter.apply(xb, draws)
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                    out = forward(xb)  # (b, C) logits
+                    out = forward_batch(xb)  # (b, C) logits
+                if not isinstance(out, torch.Tensor):  # a tuple, dict or ModelOutput: its logits
+                    out = _logits_of(out)
                 out = out.float() if amp else out
                 b = len(idx)
                 out_grad = None  # set when the loss gives its gradient with respect to out
                 if b:
-                    batch_loss = loss_fn(out, yb, idx)  # mean over this rank's b rows
+                    # mean over this rank's b rows; an online teacher's loss also gets the (augmented) batch
+                    batch_loss = loss_fn(out, yb, idx, xb) if loss_takes_inputs else loss_fn(out, yb, idx)
                     if isinstance(batch_loss, LossAndGradient):
                         batch_loss, out_grad = batch_loss
                 else:  # fewer rows than ranks in the last batch: join the gradient all-reduce with zeros
@@ -807,6 +1001,7 @@ def fit(
         barrier()  # the run folder is complete before any rank moves on
         return result
     finally:
+        rng_fork.close()
         if handle is not None:
             handle.release()
 
@@ -897,7 +1092,14 @@ def data_fingerprint(data: Any) -> str:
     Another data set, another ``split_seed``, another preprocessing: another fingerprint. Computed
     once when a run starts (only with ``out_dir``), never per step.
     """
-    return content_fingerprint(**{k: getattr(data, k, None) for k in ("X_train", "y_train", "X_val", "y_val")})
+    arrays: dict[str, Any] = {}
+    for k in ("X_train", "y_train", "X_val", "y_val"):
+        v = getattr(data, k, None)
+        if isinstance(v, Mapping):  # a dict of inputs: each tensor under its name, in sorted order
+            arrays.update({f"{k}.{name}": v[name] for name in sorted(v)})
+        else:
+            arrays[k] = v
+    return content_fingerprint(**arrays)
 
 
 _MISSING = object()
@@ -943,6 +1145,13 @@ _STATE_TYPES: dict[str, tuple[type, ...]] = {
 _HISTORY_NUMBERS = ("loss", "lr", "seconds")
 _HISTORY_OPTIONAL = ("accuracy", "val_loss", "val_accuracy")
 _SCHEDULER_STEPPED = {"last_epoch", "_step_count", "_last_lr"}
+# the per-parameter buffers each built-in optimizer keeps (another optimizer's are checked by shape only)
+_OPTIMIZER_BUFFERS: dict[type, frozenset[str]] = {
+    torch.optim.SGD: frozenset({"momentum_buffer"}),
+    torch.optim.Adam: frozenset({"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}),
+    torch.optim.AdamW: frozenset({"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}),
+}
+_SCALAR_BUFFERS = {"step"}
 
 
 def _is_number(v: Any) -> bool:
@@ -1035,7 +1244,8 @@ def _restore_training_state(path, tensors, state, *, config, model, optimizer, s
         opt = unpack_tensors(state["optimizer"], tensors)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise bad(f"its optimizer state refers to a missing or malformed tensor ({type(e).__name__}: {e})") from None
-    fresh_opt = optimizer.state_dict()
+    # the fresh optimizer's settings as they read after JSON (Adam's betas tuple is a list there)
+    fresh_opt = {"param_groups": json.loads(json.dumps(optimizer.state_dict()["param_groups"], default=lambda o: None))}
     if not isinstance(opt, dict) or set(opt) != {"state", "param_groups"}:
         raise bad("its optimizer state is not {state, param_groups}")
     groups = opt["param_groups"]
@@ -1056,15 +1266,23 @@ def _restore_training_state(path, tensors, state, *, config, model, optimizer, s
     for pid, buffers in opt["state"].items():
         if type(pid) is not int or not 0 <= pid < len(params) or not isinstance(buffers, dict):
             raise bad(f"its optimizer has state for an unknown parameter {pid!r}")
+        known = _OPTIMIZER_BUFFERS.get(type(optimizer))
         for k, buf in buffers.items():
-            if k != "momentum_buffer":
+            if known is not None and k not in known:
                 raise bad(f"its optimizer has an unknown buffer {k!r}")
+            if k in _SCALAR_BUFFERS or (known is None and not (isinstance(buf, torch.Tensor) and buf.ndim)):
+                # a step counter: a non-negative finite number or a 0-d tensor (Adam's float32 step)
+                value = buf.item() if isinstance(buf, torch.Tensor) and buf.numel() == 1 else buf
+                if buf is not None and (isinstance(buf, torch.Tensor) and buf.ndim or not _is_number(value) or value < 0):
+                    raise bad(f"its optimizer's {k} of parameter {pid} is {buf!r}, expected a finite number >= 0")
+                continue
+            what = "momentum buffer" if k == "momentum_buffer" else f"optimizer buffer {k}"
             if buf is not None and (not isinstance(buf, torch.Tensor) or buf.shape != params[pid].shape
                                     or buf.dtype != params[pid].dtype):
                 got = f"shape {tuple(buf.shape)}" if isinstance(buf, torch.Tensor) else type(buf).__name__
-                raise bad(f"its momentum buffer of parameter {pid} has {got}, expected shape {tuple(params[pid].shape)}")
+                raise bad(f"its {what} of parameter {pid} has {got}, expected shape {tuple(params[pid].shape)}")
             if buf is not None and not bool(torch.isfinite(buf).all()):
-                raise bad(f"its momentum buffer of parameter {pid} holds NaN or infinite values")
+                raise bad(f"its {what} of parameter {pid} holds NaN or infinite values")
 
     # load (each call checked above; anything torch still refuses is the same error)
     try:

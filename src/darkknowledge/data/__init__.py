@@ -8,8 +8,10 @@ The usual path is two calls::
 Modules: :mod:`~.load` (names -> loaders), :mod:`~.digits`, :mod:`~.mnist` (MNIST and
 Fashion-MNIST: find, download, verify), :mod:`~.idx` (IDX reader), :mod:`~.challenger`,
 :mod:`~.user` (``.npz`` / ``.csv``), :mod:`~.preprocessing` (``Standardizer``),
-:mod:`~.splits`, :mod:`~.batches` (in-memory minibatches), :mod:`~.npy` (a folder of ``.npy``
-files opened as memory maps, every file checked).
+:mod:`~.splits`, :mod:`~.batches` (in-memory minibatches; ``take_rows`` for tensors, memory maps
+and dicts), :mod:`~.npy` (a folder of ``.npy`` files opened as memory maps, every file checked),
+:mod:`~.adapters` (``as_splits``: tuples, torch datasets / loaders, Hugging Face datasets, tables,
+image folders -> ``Splits``).
 """
 
 from ._types import Dataset, Splits
@@ -18,8 +20,9 @@ from .idx import read_idx
 from .load import DATASETS, load_dataset
 from .preprocessing import NotFittedError, Standardizer
 from .splits import prepare_splits, train_val_split
-from .batches import minibatches
+from .batches import minibatches, num_rows, take_rows
 from .npy import open_npy_folder
+from .adapters import TabularEncoder, as_splits
 
 __all__ = [
     "DATASETS",
@@ -29,10 +32,14 @@ __all__ = [
     "NotFittedError",
     "Splits",
     "Standardizer",
+    "TabularEncoder",
+    "as_splits",
     "load_dataset",
     "minibatches",
+    "num_rows",
     "open_npy_folder",
     "prepare_splits",
     "read_idx",
+    "take_rows",
     "train_val_split",
 ]

@@ -19,7 +19,7 @@ import torch
 from darkknowledge._checks import check_positive_int
 from darkknowledge.errors import InputError, InputTypeError
 
-__all__ = ["gather_rows", "minibatches", "num_batches"]
+__all__ = ["gather_rows", "minibatches", "num_batches", "num_rows", "take_rows"]
 
 
 def num_batches(n: int, *, batch_size: int, drop_last: bool = False) -> int:
@@ -122,3 +122,57 @@ def gather_rows(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
     if len(data) != row_bytes * len(rows):
         raise InputError(f"{X.filename} is shorter than its header says (truncated?); write the file again.")
     return np.frombuffer(bytearray(data), dtype=X.dtype).reshape((len(rows), *X.shape[1:]))
+
+
+def num_rows(X: torch.Tensor | np.ndarray | dict) -> int:
+    """Number of rows (samples) of a tensor, array, memmap or ``dict`` of equal-length tensors.
+
+    Example:
+        >>> num_rows(torch.zeros(3, 2)), num_rows({"input_ids": torch.zeros(4, 7, dtype=torch.long)})
+        (3, 4)
+    """
+    if isinstance(X, dict):
+        if not X:
+            raise InputError("X must be a non-empty dict of tensors, got an empty dict instead.")
+        return int(len(next(iter(X.values()))))
+    return int(X.shape[0])
+
+
+def take_rows(X: torch.Tensor | np.ndarray | dict, idx: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray | dict:
+    """Rows ``idx`` of ``X``: a tensor, a NumPy array or memmap, or a ``dict`` of equal-length tensors.
+
+    The one way a training loop gathers a minibatch whatever the features are: a tensor gives
+    ``X[idx]`` (``idx`` moved to ``X``'s device), a memmap is read with :func:`gather_rows` (no
+    pages left mapped) and returned as an array, and a dict (text models: ``input_ids``,
+    ``attention_mask``, ...) gives a new dict with every value indexed by the same rows, ready
+    for ``model(**xb)``.
+
+    Args:
+        X: ``(N, ...)`` tensor / array / memmap, or ``{name: (N, ...) tensor}``.
+        idx: ``(B,)`` int64 row indices in ``[0, N)`` (as :func:`minibatches` yields).
+
+    Returns:
+        Same kind as ``X`` with ``B`` rows: ``(B, ...)`` or ``{name: (B, ...)}``.
+
+    Example:
+        >>> X = {"input_ids": torch.arange(6).reshape(3, 2), "attention_mask": torch.ones(3, 2)}
+        >>> xb = take_rows(X, torch.tensor([2, 0]))
+        >>> xb["input_ids"].tolist(), xb["attention_mask"].shape
+        ([[4, 5], [0, 1]], torch.Size([2, 2]))
+        >>> take_rows(torch.arange(4.0), torch.tensor([1, 3])).tolist()
+        [1.0, 3.0]
+    """
+    if isinstance(X, dict):
+        return {k: take_rows(v, idx) for k, v in X.items()}
+    if isinstance(X, torch.Tensor):
+        if isinstance(idx, np.ndarray):
+            idx = torch.from_numpy(np.asarray(idx, dtype=np.int64))
+        if idx.device != X.device:
+            idx = idx.to(X.device)
+        return X[idx]
+    if isinstance(X, np.ndarray):
+        rows = idx.cpu().numpy() if isinstance(idx, torch.Tensor) else np.asarray(idx)
+        return gather_rows(X, rows)
+    raise InputTypeError(
+        f"X must be a torch.Tensor, a numpy array or a dict of tensors, got {type(X).__name__} instead."
+    )
