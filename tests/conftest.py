@@ -6,10 +6,14 @@ them fast and reproducible. Tests that need more threads set them themselves.
 """
 
 import http.server
+import sys
+from pathlib import Path
 import threading
 
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/_helpers.py
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -9,6 +9,10 @@ import re
 from pathlib import Path
 
 import pytest
+from _helpers import SimulatedKill
+from _helpers import run_data as _data
+from _helpers import run_model as _model
+from _helpers import die_after as _die_after
 import torch
 from safetensors.torch import load as st_load
 
@@ -22,28 +26,6 @@ from darkknowledge.train import ResumeMismatchError, fit
 
 KW = dict(epochs=4, batch_size=16, lr=0.1, momentum=0.9, seed=3, progress=False)
 CKPT = Path("checkpoint") / "last.safetensors"
-
-
-class SimulatedKill(BaseException):
-    pass
-
-
-def _die_after(epoch):
-    def hook(e, metrics):
-        if e == epoch:
-            raise SimulatedKill()
-    return hook
-
-
-def _data(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(72, 5, generator=g)
-    y = (X[:, 0] + X[:, 1] > 0).long() + (X[:, 2] > 0.8).long()
-    return Splits(X[:48], y[:48], X[48:], y[48:], class_names=["a", "b", "c"])
-
-
-def _model(seed=0):
-    return build_model("mlp", input_shape=(5,), num_classes=3, hidden=[6], dropout=0.2, seed=seed)
 
 
 def _interrupted(out, after=2, **kw):

@@ -6,6 +6,8 @@ from collections import OrderedDict
 from pathlib import Path
 
 import pytest
+from _helpers import SimulatedKill, small_mlp, three_class_splits
+from _helpers import die_after as _die_after
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,28 +28,12 @@ from darkknowledge.train import (
 CKPT = Path("checkpoint") / "last.safetensors"
 
 
-class SimulatedKill(BaseException):
-    pass
-
-
-def _die_after(epoch):
-    def hook(e, metrics):
-        if e == epoch:
-            raise SimulatedKill()
-    return hook
-
-
 def _data(seed=0, val=True):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(80, 5, generator=g)
-    y = (X[:, 0] + X[:, 1] > 0).long() + (X[:, 2] > 0.8).long()
-    if not val:
-        return Splits(X[:56], y[:56], class_names=["a", "b", "c"])
-    return Splits(X[:56], y[:56], X[56:], y[56:], class_names=["a", "b", "c"])
+    return three_class_splits(80, 56, seed=seed, val=val)
 
 
 def _model(seed=0, dropout=0.0):
-    return build_model("mlp", input_shape=(5,), num_classes=3, hidden=[8], dropout=dropout, seed=seed)
+    return small_mlp(8, dropout=dropout, seed=seed)
 
 
 KW = dict(epochs=6, batch_size=16, seed=1, progress=False)
