@@ -375,3 +375,33 @@ class TestAnalyse:
             examples(z, y, indices=[10])
         with pytest.raises(ValueError, match=r"similarity_temperature must be a finite number > 0, got 0 instead"):
             analyse_soft_targets(z, y, similarity_temperature=0)
+
+
+def test_token_dict_inputs_are_cached_by_every_key(tmp_path):
+    """Text teachers take {input_ids, attention_mask}: the cache keys on each tensor and hits on the same inputs."""
+    from torch import nn
+
+    from darkknowledge.soft_targets import cached_teacher_logits, fingerprint
+    from darkknowledge.teachers import teacher_logits
+
+    class Bag(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.e = nn.EmbeddingBag(20, 3, mode="sum")
+
+        def forward(self, input_ids, attention_mask):
+            return {"logits": self.e(input_ids, per_sample_weights=attention_mask.float())}
+
+    g = torch.Generator().manual_seed(0)
+    X = {"input_ids": torch.randint(0, 20, (10, 5), generator=g), "attention_mask": torch.ones(10, 5, dtype=torch.long)}
+    teacher = Bag()
+    first = cached_teacher_logits(teacher, X, cache_dir=tmp_path)
+    assert torch.equal(first, teacher_logits(teacher, X))  # the teacher's own numbers
+    assert len(list(tmp_path.glob("*.safetensors"))) == 1
+    assert torch.equal(cached_teacher_logits(teacher, X, cache_dir=tmp_path), first)  # a hit: no new entry
+    assert len(list(tmp_path.glob("*.safetensors"))) == 1
+    masked = dict(X, attention_mask=X["attention_mask"].clone())
+    masked["attention_mask"][0, 0] = 0
+    assert fingerprint(teacher, masked) != fingerprint(teacher, X)  # every key counts
+    with pytest.raises(TypeError, match=r"X must be a torch.Tensor, a numpy.ndarray or a dict of them, got list"):
+        fingerprint(teacher, {"input_ids": [1, 2]})

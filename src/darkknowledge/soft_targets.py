@@ -145,7 +145,8 @@ def fingerprint(teacher: Any, X: torch.Tensor | np.ndarray, *, block_rows: int =
     Args:
         teacher: anything :func:`~darkknowledge.teachers.as_teacher` accepts.
         X: ``(N, *input_shape)`` inputs, tensor or NumPy array (a memory map is read
-            ``block_rows`` rows at a time; ``block_rows`` does not change the digest).
+            ``block_rows`` rows at a time; ``block_rows`` does not change the digest), or a dict of
+            them (token inputs such as ``input_ids`` / ``attention_mask``: every key is hashed).
         **keys: JSON-serialisable values that also select the cached content.
 
     Example:
@@ -156,8 +157,11 @@ def fingerprint(teacher: Any, X: torch.Tensor | np.ndarray, *, block_rows: int =
         (64, True, False)
     """
     module = as_teacher(teacher)
-    if not isinstance(X, (torch.Tensor, np.ndarray)):
-        raise InputTypeError(f"X must be a torch.Tensor or numpy.ndarray, got {type(X).__name__} instead.")
+    parts = X if isinstance(X, dict) else {"": X}  # a dict of token tensors: each key, in sorted order
+    for key, value in parts.items():
+        if not isinstance(key, str) or not isinstance(value, (torch.Tensor, np.ndarray)):
+            raise InputTypeError(f"X must be a torch.Tensor, a numpy.ndarray or a dict of them, got "
+                                 f"{type(value).__name__ if key else type(X).__name__} instead.")
     check_positive_int("block_rows", block_rows)
     h = hashlib.sha256()
     h.update(f"{_FORMAT}/{_FORMAT_VERSION}|{type(module).__module__}.{type(module).__qualname__}|".encode())
@@ -169,10 +173,12 @@ def fingerprint(teacher: Any, X: torch.Tensor | np.ndarray, *, block_rows: int =
         content = getattr(sub, "content_fingerprint", None)
         if callable(content):
             h.update(f"content:{name}:{content()}|".encode())
-    if isinstance(X, np.ndarray):
-        _update_with_array(h, "X", X, block_rows)
-    else:
-        _update_with_tensor(h, "X", X)
+    for key in sorted(parts):
+        name = f"X[{key}]" if key else "X"  # a plain X hashes as before: its cache entries stay valid
+        if isinstance(parts[key], np.ndarray):
+            _update_with_array(h, name, parts[key], block_rows)
+        else:
+            _update_with_tensor(h, name, parts[key])
     h.update(json.dumps(keys, sort_keys=True, default=str).encode())
     return h.hexdigest()
 
