@@ -99,7 +99,7 @@ class TestFingerprint:
         assert fingerprint(Ensemble(members, weights=[5, 5]), X) == a  # same normalised weights
 
     def test_errors(self):
-        with pytest.raises(TypeError, match=r"X must be a torch.Tensor or numpy.ndarray, got list instead"):
+        with pytest.raises(TypeError, match=r"X must be a torch.Tensor, a numpy.ndarray or a dict of them, got list instead"):
             fingerprint(nn.Linear(2, 2), [[1.0, 2.0]])
 
 
