@@ -368,3 +368,11 @@ def test_image_folder_val_uses_the_training_classes(tmp_path):
     assert s.class_names == ["ant", "bee", "cat"] and s.y_val.tolist() == [2, 2]  # 'cat' keeps id 2, not 0
     with pytest.raises(InputError, match=r"must be among the classes \['ant', 'bee', 'cat'\], got \['dog'\] instead"):
         as_splits(tmp_path / "train", val=tmp_path / "bad")
+
+
+@pytest.mark.parametrize("empty", ["", "   "])
+def test_an_empty_path_is_not_the_current_folder(empty, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # even where the current folder would be a valid image folder
+    (tmp_path / "a").mkdir()
+    with pytest.raises(ValueError, match=r"data must be a path to a data file or folder, got an empty path"):
+        as_splits(empty)

@@ -453,6 +453,8 @@ def _read_part(
     elif _is_hf_dataset(data):
         out["X"], out["y"], out["class_names"] = _from_hf(name, data, label, features, text, tokenizer)
     elif isinstance(data, (str, os.PathLike)):
+        if not str(data).strip():  # Path("") is ".": never read the current folder for an empty path
+            raise InputError(f"{name} must be a path to a data file or folder, got an empty path {str(data)!r} instead.")
         path = Path(data)
         if not path.exists():
             raise MissingFileError(f"{name} {str(path)!r} does not exist (expected a data file or folder).")
