@@ -122,8 +122,8 @@ def test_train_with_adamw_from_a_config(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("raw, message", [
-    ({"train": {"optimizer": "adamw", "momentum": 0.5}}, r"momentum apply to optimizer sgd only, got optimizer 'adamw'"),
-    ({"train": {"optimizer": "adam", "nesterov": True}}, r"nesterov apply to optimizer sgd only"),
+    ({"train": {"optimizer": "adamw", "momentum": 0.5}}, r"momentum applies to optimizer sgd only, got optimizer 'adamw'"),
+    ({"train": {"optimizer": "adam", "nesterov": True}}, r"nesterov applies to optimizer sgd only"),
     ({"train": {"optimizer": "lion"}}, r"train\.optimizer"),
 ])
 def test_train_config_contradictions(raw, message):
@@ -166,7 +166,7 @@ def test_train_optimizer_flag(tmp_path, capsys):
     assert json.loads((tmp_path / "out" / "config.json").read_text())["optimizer"] == "adam"
     code = main(["train", "--dataset", "digits", "--epochs", "1", "--optimizer", "adam", "--momentum", "0.5",
                  "--out", str(tmp_path / "out2")])
-    assert code == 2 and "momentum apply to optimizer sgd only" in capsys.readouterr().err
+    assert code == 2 and "momentum applies to optimizer sgd only" in capsys.readouterr().err
 
 
 def test_an_augmented_student_on_flat_features_is_refused_before_the_teacher_trains(tmp_path, capsys):

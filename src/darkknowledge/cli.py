@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from darkknowledge import __version__
-from darkknowledge.errors import InputError
+from darkknowledge.errors import DarkKnowledgeError, InputError, MissingFileError
 
 __all__ = ["main"]
 
@@ -68,8 +68,6 @@ def main(argv: list[str] | None = None) -> int:
     0 on success; 2 on bad input or a problem of the machine (message on stderr, no traceback);
     130 on Ctrl-C. A bug (any other exception) propagates with its traceback.
     """
-    from darkknowledge.errors import DarkKnowledgeError
-
     parser = _build_parser()
     try:
         args = parser.parse_args(argv)
@@ -238,8 +236,6 @@ _INFO_ADVICE = (
 
 def _info_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call an ``info`` function; its errors' advice is rewritten in terms of the command's flags."""
-    from darkknowledge.errors import InputError
-
     try:
         return fn(*args, **kwargs)
     except InputError as exc:
@@ -259,8 +255,6 @@ def _cmd_info_entropy(args: argparse.Namespace) -> int:
 
 def _cmd_info_self_information(args: argparse.Namespace) -> int:
     from darkknowledge.info import self_information
-
-    from darkknowledge.errors import InputError
 
     bad = [p for p in args.p if not 0.0 <= p <= 1.0]  # NaN fails both comparisons
     if bad:
@@ -335,8 +329,6 @@ def _cmd_challenger(args: argparse.Namespace) -> int:
 
 def _check_plot_path(plot: str) -> None:
     """``--plot`` must name a PNG file to write, in a folder that exists."""
-    from darkknowledge.errors import InputError, MissingFileError
-
     path = Path(plot)
     if not plot.strip() or plot.endswith(("/", os.sep)) or path.name in ("", ".", ".."):
         raise InputError(f"--plot must name a PNG file to write, e.g. challenger.png, got {plot!r} instead.")

@@ -233,7 +233,8 @@ class TrainConfig(_Strict):
         defaults = type(self).model_fields
         given = [k for k in ("momentum", "nesterov") if getattr(self, k) != defaults[k].default]
         if self.optimizer != "sgd" and given:
-            raise InputError(f"{' and '.join(given)} apply to optimizer sgd only, got optimizer {self.optimizer!r}")
+            verb = "apply" if len(given) > 1 else "applies"
+            raise InputError(f"{' and '.join(given)} {verb} to optimizer sgd only, got optimizer {self.optimizer!r}")
         return self
 
     def fit_kwargs(self) -> dict[str, Any]:

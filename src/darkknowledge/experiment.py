@@ -39,7 +39,7 @@ from darkknowledge.report.html import gap_closed
 from darkknowledge.soft_targets import analyse_soft_targets, cached_teacher_logits
 from darkknowledge.teachers import Ensemble, bootstrap_indices, teacher_logits
 from darkknowledge.train import fit
-from darkknowledge.errors import InputError
+from darkknowledge.errors import InputError, MissingFileError
 
 __all__ = ["run_experiment", "check_output_folder", "format_table", "load_splits", "OutputExistsError"]
 
@@ -62,7 +62,10 @@ def _train_teacher(cfg: ExperimentConfig, data: Splits, out: Path, log: Callable
 
         source = t.onnx or t.huggingface
         log(f"teacher: loading {source}")
-        teacher = as_teacher(source)
+        try:
+            teacher = as_teacher(source)
+        except (InputError, MissingFileError) as exc:  # name the config key, not the library's argument
+            raise type(exc)(f"teacher.{'onnx' if t.onnx else 'huggingface'} {source!r}: {exc}") from None
         check_compatible(teacher, num_classes=data.num_classes, sample=take_rows(data.X_train, torch.arange(2)))
         return teacher, [], []
     if t.run_dir is not None:
@@ -149,8 +152,11 @@ def load_splits(ds_cfg: DatasetConfig) -> tuple[Splits, str]:
         from darkknowledge.data import as_splits
 
         source = ds_cfg.source
-        data = as_splits(source, test=ds_cfg.test, label=ds_cfg.label_name, val_fraction=ds_cfg.val_fraction,
-                         seed=ds_cfg.split_seed, standardize=ds_cfg.standardize)
+        try:
+            data = as_splits(source, test=ds_cfg.test, label=ds_cfg.label_name, val_fraction=ds_cfg.val_fraction,
+                             seed=ds_cfg.split_seed, standardize=ds_cfg.standardize)
+        except (InputError, MissingFileError) as exc:  # name the config key, not the library's argument
+            raise type(exc)(f"dataset.{kind} {source!r}: {exc}") from None
         return data, Path(source).name
     folder = Path(ds_cfg.name)
     if folder.is_dir():
