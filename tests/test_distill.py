@@ -202,9 +202,10 @@ def test_adjust_bias_picks_the_best_shift_by_validation_accuracy():
     X = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 2.0]])
     y = torch.tensor([1, 0, 1])
     shift = adjust_missing_class_bias(model, 1, X, y)
-    # accuracy is 3/3 from a shift of 2.5 up (x=(0,1): logit 1 - 3 + s > 0 needs s > 2), 2.0 ties -> first best
-    assert shift == 2.5
-    assert float(model[0].bias[1].detach()) == pytest.approx(-0.5)
+    # accuracy is 3/3 from a shift above 2 (x=(0,1): logit 1 - 3 + s > 0 needs s > 2); the grid steps by 0.25 and
+    # 2.0 ties (argmax takes the first): the first best is 2.25
+    assert shift == 2.25
+    assert float(model[0].bias[1].detach()) == pytest.approx(-0.75)
 
 
 def test_adjust_bias_needs_a_linear_layer():

@@ -362,6 +362,7 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--momentum", type=float)
     p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], help="the optimizer (default sgd, with --momentum)")
+    p.add_argument("--max-norm", type=float, help="max-norm constraint on each hidden unit's incoming weights")
     p.add_argument("--weight-decay", type=float, help="L2 penalty lambda: w <- (1 - 2 lr lambda) w - lr grad")
     p.add_argument("--lr-schedule", choices=["constant", "cosine", "onecycle"])
     p.add_argument("--patience", type=int, dest="early_stopping_patience", help="early-stopping patience in epochs")
@@ -398,7 +399,7 @@ def _train_config_from_args(args: argparse.Namespace):
             raise InputError(f"--hidden takes one size for a cnn (its dense layer), got {args.hidden} instead.")
         raw["model"]["options"]["hidden"] = raw["model"]["options"]["hidden"][0]
     for key in ("epochs", "batch_size", "lr", "momentum", "weight_decay", "lr_schedule", "early_stopping_patience",
-                "optimizer"):
+                "optimizer", "max_norm"):
         if getattr(args, key) is not None:
             raw["train"][key] = getattr(args, key)
     if args.hflip is not None or args.shift is not None:
@@ -486,6 +487,9 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("config", nargs="?", default=None, help="YAML config (see configs/); default: digits")
     p.add_argument("--out", help="run folder (default: the config's out_dir)")
     p.add_argument("--seeds", type=int, nargs="+", help="override the config's seeds")
+    p.add_argument("--dataset", help="override dataset.name: a built-in name, a .npz / .csv file or a folder of .npy files")
+    p.add_argument("--teacher", metavar="RUN_DIR",
+                   help="use the teacher trained by `darkknowledge train` in RUN_DIR instead of the config's teacher")
     p.add_argument("--force", action="store_true",
                    help="start over in --out (a finished or incomplete run), or write into a folder that is not a run folder")
     _add_device_flags(p)
@@ -499,8 +503,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else ExperimentConfig()
     overrides = {key: value for key, value in (("seeds", args.seeds), ("device", args.device),
                                                ("amp", True if args.amp else None)) if value is not None}
+    if args.dataset is not None:
+        overrides["dataset"] = {"name": args.dataset}
     if overrides:
         cfg = with_overrides(cfg, **overrides)  # validated again: --seeds 0 0 is refused like seeds: [0, 0]
+    if args.teacher is not None:  # a trained teacher's run folder replaces the config's teacher section
+        from darkknowledge.config import parse_config
+
+        raw = cfg.model_dump(exclude_unset=True)
+        raw["teacher"] = {"run_dir": args.teacher}
+        cfg = parse_config(raw, ExperimentConfig)
     from darkknowledge.experiment import check_output_folder
     from darkknowledge.rundir import check_path
 

@@ -138,6 +138,10 @@ class DatasetConfig(_Strict):
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     split_seed: int = Field(0, ge=0, le=MAX_SEED)
     standardize: bool = True
+    # integer features (8-bit pixels stored in a .npz) are divided by this before the split: 255 maps them to
+    # [0, 1] like the built-in MNIST loaders, whose float features are left as they are. With standardize false a
+    # shifted image's fill 0 is then its background (per-pixel standardisation would make shifts meaningless).
+    scale: float | None = Field(None, gt=0.0)
     # the file kinds by key, as the issue writes them: {csv: data/customers.csv, label: churned}
     csv: str | None = None
     parquet: str | None = None
@@ -217,6 +221,7 @@ class TrainConfig(_Strict):
     warmup_epochs: int = Field(0, ge=0, le=MAX_EPOCHS)
     early_stopping_patience: int | None = Field(None, ge=1, le=MAX_EPOCHS)
     max_grad_norm: float | None = Field(None, gt=0.0)
+    max_norm: float | None = Field(None, gt=0.0)  # Srivastava et al.'s max-norm constraint on hidden units
     augment: AugmentConfig | None = None
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
 
@@ -287,6 +292,8 @@ class StudentConfig(_Strict):
 
     model: ModelConfig = Field(default_factory=lambda: ModelConfig(name="mlp", options={"hidden": [16]}))
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=40))
+    # train the student alone too (the table's baseline); false skips it when another run measured it
+    alone: bool = True
 
 
 def _distinct(what: str, values: list[Any]) -> list[Any]:
@@ -357,7 +364,27 @@ class DistillConfig(_Strict):
     transfer: Literal["train", "unlabelled"] = "train"
     transfer_fraction: float = Field(1.0, gt=0.0, le=1.0)
     omit_class: int | None = Field(None, ge=0, lt=MAX_CLASSES)
+    # only these classes in the transfer set (Hinton's 7s and 8s); the others' biases are then raised together
+    transfer_classes: list[int] | None = None
     sweep: SweepConfig = Field(default_factory=SweepConfig)
+
+    @field_validator("transfer_classes")
+    @classmethod
+    def _transfer_classes(cls, v: list[int] | None) -> list[int] | None:
+        if v is None:
+            return None
+        if not v:
+            raise InputError("transfer_classes must name at least one class, got an empty list instead")
+        if any(c < 0 or c >= MAX_CLASSES for c in v):
+            raise InputError(f"transfer_classes must hold class ids in [0, {MAX_CLASSES - 1}], got {v} instead")
+        return _distinct("transfer class", v)
+
+    @model_validator(mode="after")
+    def _omit_or_keep(self) -> DistillConfig:
+        if self.omit_class is not None and self.transfer_classes is not None:
+            raise InputError("give omit_class or transfer_classes, not both: the classes missing from the transfer "
+                             "set are the ones transfer_classes leaves out")
+        return self
 
     @field_validator("temperature")
     @classmethod
@@ -668,7 +695,8 @@ def with_overrides(cfg: _Strict, **updates: Any) -> Any:
     """
     if not isinstance(cfg, _Strict):
         raise InputTypeError(f"cfg must be a config (ExperimentConfig, TrainRunConfig), got {type(cfg).__name__} instead.")
-    return parse_config(_merge(cfg.model_dump(), updates), type(cfg))
+    # only what was set: a default written out would count as given (e.g. a teacher's model beside its run_dir)
+    return parse_config(_merge(cfg.model_dump(exclude_unset=True), updates), type(cfg))
 
 
 def check_config_against_data(cfg: _Strict, *, num_classes: int) -> None:
@@ -690,6 +718,17 @@ def check_config_against_data(cfg: _Strict, *, num_classes: int) -> None:
             raise ConfigError(
                 f"Config key 'distill.omit_class' must be a class of the data, in [0, {num_classes - 1}], "
                 f"got {omit} instead."
+            )
+        keep = cfg.distill.transfer_classes
+        if keep is not None and max(keep) >= num_classes:
+            raise ConfigError(
+                f"Config key 'distill.transfer_classes' must list classes of the data, in [0, {num_classes - 1}], "
+                f"got {keep} instead."
+            )
+        if keep is not None and len(keep) == num_classes:
+            raise ConfigError(
+                f"Config key 'distill.transfer_classes' lists every one of the {num_classes} classes: drop it "
+                "(the transfer set is then the whole training split)."
             )
         top_k = cfg.soft_targets.top_k
         if top_k is not None and top_k > num_classes:

@@ -27,7 +27,7 @@ import itertools
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -47,6 +47,7 @@ from darkknowledge.train import (
     evaluate_loss_accuracy,
     fit,
     model_logits,
+    predict_logits,
 )
 from darkknowledge.errors import InputError, InputTypeError
 
@@ -58,6 +59,7 @@ __all__ = [
     "resolve_teacher_logits",
     "transfer_indices",
     "adjust_missing_class_bias",
+    "BIAS_SHIFTS",
     "sweep",
 ]
 
@@ -81,6 +83,8 @@ class DistillResult:
     transfer_size: int
     bias_shift: float | None = None
     teacher_mode: str = "cached"
+    #: classes the transfer set lacked (``omit_class`` / those ``transfer_classes`` leaves out): their biases moved by ``bias_shift``
+    missing_classes: list[int] = field(default_factory=list)
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -140,23 +144,37 @@ def resolve_teacher_logits(
 
 
 def transfer_indices(
-    y: torch.Tensor, *, fraction: float = 1.0, omit_class: int | None = None, seed: int = 0
+    y: torch.Tensor, *, fraction: float = 1.0, omit_class: int | None = None,
+    transfer_classes: Sequence[int] | None = None, seed: int = 0,
 ) -> torch.Tensor:
-    """Rows of the training split that form the transfer set: a seeded ``fraction`` of them, optionally without one class.
+    """Rows of the training split that form the transfer set: a seeded ``fraction`` of them, optionally without
+    one class (``omit_class``) or with only some classes (``transfer_classes``).
 
-    Hinton et al. (section 3) distil an MNIST student on a transfer set that holds no 3 at all.
+    Hinton et al. (section 3) distil an MNIST student on a transfer set that holds no 3 at all, and on one
+    that holds only 7s and 8s.
 
     >>> transfer_indices(torch.tensor([0, 1, 2, 1, 0]), omit_class=1).tolist()
     [0, 2, 4]
+    >>> transfer_indices(torch.tensor([0, 1, 2, 1, 0]), transfer_classes=[1, 2]).tolist()
+    [1, 2, 3]
     """
     check_in_range("fraction", fraction, 0.0, 1.0)
     if fraction == 0.0:
         raise InputError("fraction must be > 0, got 0.0 instead.")
+    if omit_class is not None and transfer_classes is not None:
+        raise InputError("give omit_class or transfer_classes, not both: the classes missing from the transfer set "
+                         "are then the ones transfer_classes leaves out.")
     keep = torch.ones(len(y), dtype=torch.bool)
     if omit_class is not None:
         if not (y == omit_class).any():
             raise InputError(f"omit_class {omit_class} does not occur in the training labels.")
         keep &= y != omit_class
+    if transfer_classes is not None:
+        classes = _check_transfer_classes(transfer_classes)
+        absent = [c for c in classes if not bool((y == c).any())]
+        if absent:
+            raise InputError(f"transfer_classes {absent} do not occur in the training labels.")
+        keep &= torch.isin(y, torch.tensor(classes, dtype=y.dtype))
     idx = torch.nonzero(keep).flatten()
     if fraction < 1.0:
         g = torch.Generator().manual_seed(seed)
@@ -175,35 +193,65 @@ def _last_linear(model: nn.Module) -> nn.Linear:
     return last
 
 
+def _check_transfer_classes(classes: Any) -> list[int]:
+    if isinstance(classes, (str, bytes)) or not hasattr(classes, "__iter__"):
+        raise InputTypeError(f"transfer_classes must be a list of class ids, got {type(classes).__name__} instead.")
+    out = []
+    for c in classes:
+        if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 0:
+            raise InputError(f"transfer_classes must hold class ids (integers >= 0), got {list(classes)!r} instead.")
+        out.append(int(c))
+    if not out:
+        raise InputError("transfer_classes must name at least one class, got an empty list instead.")
+    if len(set(out)) != len(out):
+        raise InputError(f"transfer_classes must name each class once, got {out} instead.")
+    return sorted(out)
+
+
+#: Bias shifts tried by :func:`adjust_missing_class_bias`: 0 to 20 in steps of 0.25 (Hinton et al. found 3.5 and 7.6).
+BIAS_SHIFTS = tuple(x / 4 for x in range(0, 81))
+
+
 @torch.no_grad()
 def adjust_missing_class_bias(
     student: nn.Module,
-    class_id: int,
+    class_id: int | Sequence[int],
     X_val: torch.Tensor,
     y_val: torch.Tensor,
     *,
-    shifts: tuple[float, ...] = tuple(x / 2 for x in range(0, 21)),
+    shifts: Sequence[float] = BIAS_SHIFTS,
+    batch_size: int = 4096,
 ) -> float:
-    """Raise the output bias of a class the transfer set lacked, by the shift that maximises validation accuracy.
+    """Raise the output biases of the classes the transfer set lacked by the one shift that maximises validation accuracy.
 
     Hinton et al. (2015, section 3): a student that never saw a 3 still learns what a 3 looks like from the
     teacher's soft targets on other digits; raising the 3's bias by 3.5 made it recognise 98.6 % of the test 3s.
-    Returns the chosen shift (added in place to the bias of the last ``nn.Linear``).
+    With a transfer set of only 7s and 8s, raising the biases of the eight other classes together by 7.6 took
+    the error from 47.3 % to 13.2 %.
+
+    The student's logits on ``X_val`` are computed once: a shift ``b`` of the missing classes' biases adds ``b``
+    to those logits, so each candidate costs one argmax. Only the biases of ``class_id`` move; the tie-break
+    is the smallest shift. Returns the chosen shift (added in place to the bias of the last ``nn.Linear``).
     """
     layer = _last_linear(student)
-    X_val, y_val = X_val.to(layer.bias.device), y_val.to(layer.bias.device)
+    ids = [int(class_id)] if isinstance(class_id, (int, np.integer)) else _check_transfer_classes(class_id)
+    num_classes = layer.bias.shape[0]
+    if any(c >= num_classes for c in ids):
+        raise InputError(f"class ids {ids} must be below the student's {num_classes} outputs.")
     was_training = student.training
     student.eval()
+    logits = predict_logits(student, X_val, batch_size=batch_size)  # (N_val, C) on the CPU
+    student.train(was_training)
+    y = torch.as_tensor(y_val).to(logits.device)
+    mask = torch.zeros(num_classes, dtype=logits.dtype)
+    mask[ids] = 1.0
     best_shift, best_acc = 0.0, -1.0
     for shift in shifts:
-        layer.bias[class_id] += shift
-        acc = (student(X_val).argmax(-1) == y_val).float().mean().item()
-        layer.bias[class_id] -= shift
+        acc = ((logits + shift * mask).argmax(-1) == y).double().mean().item()
         if acc > best_acc + 1e-12:
-            best_shift, best_acc = shift, acc
-    layer.bias[class_id] += best_shift
-    student.train(was_training)
-    return float(best_shift)
+            best_shift, best_acc = float(shift), acc
+    layer.bias[ids] += best_shift
+    return best_shift
 
 
 def _diverged_message(exc: Exception, temperature: float, lr: float) -> str:
@@ -235,6 +283,7 @@ def distill(
     transfer: str = "train",
     transfer_fraction: float = 1.0,
     omit_class: int | None = None,
+    transfer_classes: Sequence[int] | None = None,
     cache_dir: str | Path | None = None,
     soft_target_dtype: str = "float32",
     top_k: int | None = None,
@@ -259,6 +308,9 @@ def distill(
         transfer_fraction: a seeded fraction of the training rows to use as the transfer set.
         omit_class: leave this class out of the transfer set, then raise its output bias by the shift
             that maximises validation accuracy (Hinton et al.'s missing-3 experiment).
+        transfer_classes: keep only these classes in the transfer set (Hinton et al.'s 7s-and-8s experiment),
+            then raise the output biases of every other class together by the one shift that maximises
+            validation accuracy (:func:`adjust_missing_class_bias`). Exclusive with ``omit_class``.
         cache_dir: where teacher logits are cached (keyed by content); ``None`` computes them in memory.
         max_grad_norm: gradient-norm clipping, a guard against the divergence of high-T distillation.
             Default 5.0; ``None`` never clips. On Fashion-MNIST a 2x64 student distilled at T = 4
@@ -359,7 +411,14 @@ def distill(
     if max_grad_norm is not None:
         max_grad_norm = check_positive_finite("max_grad_norm", max_grad_norm)
 
-    idx = transfer_indices(data.y_train, fraction=transfer_fraction, omit_class=omit_class, seed=seed)
+    idx = transfer_indices(data.y_train, fraction=transfer_fraction, omit_class=omit_class,
+                           transfer_classes=transfer_classes, seed=seed)
+    if transfer_classes is not None:
+        transfer_classes = _check_transfer_classes(transfer_classes)
+        if transfer_classes[-1] >= num_classes:
+            raise InputError(f"transfer_classes {transfer_classes} must be class ids below {num_classes}.")
+    missing = ([omit_class] if omit_class is not None else
+               [c for c in range(num_classes) if c not in transfer_classes] if transfer_classes is not None else [])
     if len(idx) == len(data.y_train):  # the whole training split: no copy (X may be a memmap larger than RAM)
         transfer_data, soft = data, logits_all
     else:
@@ -398,6 +457,8 @@ def distill(
             "transfer_fraction": float(transfer_fraction),
             "omit_class": omit_class,
         }
+        if transfer_classes is not None:
+            key["transfer_classes"] = transfer_classes
         if teacher_module is not None:
             key["teacher_mode"] = "online"
         if fit_kwargs.get("resume_key") is not None:
@@ -417,8 +478,8 @@ def distill(
             teacher_module.train(teacher_was_training)
 
     bias_shift = None
-    if omit_class is not None and data.X_val is not None:
-        bias_shift = adjust_missing_class_bias(student, omit_class, data.X_val, data.y_val)
+    if missing and data.X_val is not None:
+        bias_shift = adjust_missing_class_bias(student, missing, data.X_val, data.y_val)
     return DistillResult(
         fit=result,
         temperature=temperature,
@@ -426,6 +487,7 @@ def distill(
         divergence=divergence,
         transfer_size=len(idx),
         bias_shift=bias_shift,
+        missing_classes=missing,
         teacher_mode=teacher_mode,
     )
 

@@ -13,12 +13,14 @@ trains on scikit-learn's embedded digits in well under a minute on 2 CPU cores. 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import statistics
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -104,13 +106,17 @@ def _aggregate(rows: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
     if len(rows) == 1:
         agg["seeds"], agg["accuracy_std"] = seeds, None
         return agg
-    for key in ("test_errors", "accuracy", "nll", "ece", "agreement", "kl_to_teacher", "latency_ms_per_sample"):
+    for key in ("test_errors", "accuracy", "nll", "ece", "agreement", "kl_to_teacher", "latency_ms_per_sample",
+                "test_errors_before_bias_shift", "missing_class_recall", "missing_class_recall_before_bias_shift",
+                "bias_shift"):
         values = [r[key] for r in rows if r.get(key) is not None]
         if values:
             agg[key] = statistics.fmean(values)
     agg["test_errors_std"] = statistics.stdev([r["test_errors"] for r in rows])
     agg["accuracy_std"] = statistics.stdev([r["accuracy"] for r in rows])
-    agg["per_seed"] = [{"seed": s, "test_errors": r["test_errors"], "accuracy": r["accuracy"]} for s, r in zip(seeds, rows)]
+    agg["per_seed"] = [{"seed": s, "test_errors": r["test_errors"], "accuracy": r["accuracy"],
+                        **{k: r[k] for k in ("test_errors_before_bias_shift", "missing_class_recall", "bias_shift") if k in r}}
+                       for s, r in zip(seeds, rows)]
     agg["seeds"] = seeds
     return agg
 
@@ -137,6 +143,39 @@ def format_table(models: list[dict[str, Any]]) -> str:
     return "\n".join([fmt(head), "  ".join("-" * w for w in widths), *map(fmt, lines)])
 
 
+@torch.no_grad()
+def _missing_class_figures(student: nn.Module, dres: Any, data: Splits, row: dict[str, Any]) -> dict[str, Any]:
+    """Test errors and the missing classes' recall with and without the bias shift (Hinton's missing-3 / 7s-and-8s).
+
+    ``row`` is the evaluation with the shift applied; the unshifted figures come from the same student
+    with the shift taken off its biases again (and put back).
+    """
+    from darkknowledge.distill import _last_linear
+
+    missing = list(dres.missing_classes)
+    y = torch.as_tensor(data.y_test)
+
+    def recall(pred: torch.Tensor) -> float:
+        of_missing = torch.isin(y, torch.tensor(missing, dtype=y.dtype))
+        return float((pred[of_missing] == y[of_missing]).double().mean()) if bool(of_missing.any()) else float("nan")
+
+    from darkknowledge.train import predict_logits
+
+    after = predict_logits(student, data.X_test).argmax(-1)
+    figures: dict[str, Any] = {"missing_classes": missing, "bias_shift": dres.bias_shift,
+                               "missing_class_recall": recall(after)}
+    if dres.bias_shift is not None:
+        layer = _last_linear(student)
+        layer.bias[missing] -= dres.bias_shift
+        try:
+            before = predict_logits(student, data.X_test).argmax(-1)
+        finally:
+            layer.bias[missing] += dres.bias_shift
+        figures["test_errors_before_bias_shift"] = int((before != y).sum())
+        figures["missing_class_recall_before_bias_shift"] = recall(before)
+    return figures
+
+
 def load_splits(ds_cfg: DatasetConfig) -> tuple[Splits, str]:
     """The splits a ``dataset:`` config names, and the data set's name.
 
@@ -148,6 +187,9 @@ def load_splits(ds_cfg: DatasetConfig) -> tuple[Splits, str]:
     ``val_fraction``, ``split_seed`` and ``standardize`` do not apply to it.
     """
     kind = next((k for k in ("csv", "parquet", "imagefolder") if getattr(ds_cfg, k) is not None), None)
+    if ds_cfg.scale is not None and (kind is not None or Path(ds_cfg.name).is_dir()):
+        raise InputError(f"dataset.scale applies to a built-in data set or a .npz file, not to "
+                         f"{kind or 'a folder of .npy files'} {ds_cfg.source!r}: scale it when you write it.")
     if kind is not None:  # a table or an image folder: darkknowledge.data.as_splits
         from darkknowledge.data import as_splits
 
@@ -163,6 +205,13 @@ def load_splits(ds_cfg: DatasetConfig) -> tuple[Splits, str]:
         return open_npy_splits(folder), folder.name
     dataset = load_dataset(ds_cfg.name, data_dir=ds_cfg.data_dir, download=ds_cfg.download,
                            **({"label_column": ds_cfg.label_column} if ds_cfg.label_column else {}))
+    if ds_cfg.scale is not None and dataset.metadata.get("integer_features", False):
+        scale = np.float32(ds_cfg.scale)  # e.g. 255: 8-bit pixels to [0, 1]; float features are already scaled
+        dataset = dataclasses.replace(
+            dataset, X_train=dataset.X_train / scale,
+            X_test=None if dataset.X_test is None else dataset.X_test / scale,
+            metadata={**dataset.metadata, "scaling": f"x / {ds_cfg.scale:g}"},
+        )
     data = prepare_splits(dataset, val_fraction=ds_cfg.val_fraction, seed=ds_cfg.split_seed,
                           standardize=ds_cfg.standardize)
     return data, dataset.name
@@ -275,30 +324,36 @@ def _run_experiment(cfg: ExperimentConfig, out: Path, log: Callable[[str], None]
     alone_rows, distilled_rows, alone_hist, distilled_hist = [], [], None, None
     timing["student_alone_seconds"] = timing["student_distilled_seconds"] = 0.0
     for seed in cfg.seeds:
-        student = make_student(seed)
-        t0 = time.perf_counter()
-        res = fit(student, data, seed=seed, out_dir=out / "student-alone" / f"seed-{seed}", force=True, **train_kwargs)
-        student.cpu()
-        timing["student_alone_seconds"] += time.perf_counter() - t0
-        alone_rows.append(evaluate_model(student, data.X_test, data.y_test, teacher_logits=logits_test))
-        alone_hist = alone_hist or res.history
+        if scfg.alone:
+            student = make_student(seed)
+            t0 = time.perf_counter()
+            res = fit(student, data, seed=seed, out_dir=out / "student-alone" / f"seed-{seed}", force=True, **train_kwargs)
+            student.cpu()
+            timing["student_alone_seconds"] += time.perf_counter() - t0
+            alone_rows.append(evaluate_model(student, data.X_test, data.y_test, teacher_logits=logits_test))
+            alone_hist = alone_hist or res.history
 
         student = make_student(seed)
         t0 = time.perf_counter()
         kwargs = dict(train_kwargs, lr=distill_lr, max_grad_norm=dcfg.max_grad_norm)
         dres = distill(student, taught_by, data, temperature=temperature, alpha=alpha, divergence=dcfg.divergence,
                        transfer=dcfg.transfer, transfer_fraction=dcfg.transfer_fraction, omit_class=dcfg.omit_class,
-                       seed=seed, out_dir=out / "student-distilled" / f"seed-{seed}", force=True,
+                       transfer_classes=dcfg.transfer_classes, seed=seed, out_dir=out / "student-distilled" / f"seed-{seed}", force=True,
                        teacher_mode=teacher_mode, **kwargs)
         student.cpu()
         timing["student_distilled_seconds"] += time.perf_counter() - t0
         if dres.bias_shift is not None and is_main_process():  # the bias moved after fit saved the student
             save_model(out / "student-distilled" / f"seed-{seed}", student,
                        metadata={**dres.fit.metadata(), "bias_shift": dres.bias_shift})
-        distilled_rows.append(evaluate_model(student, data.X_test, data.y_test, teacher_logits=logits_test))
+        row = evaluate_model(student, data.X_test, data.y_test, teacher_logits=logits_test)
+        if dres.missing_classes:
+            row.update(_missing_class_figures(student, dres, data, row))
+        distilled_rows.append(row)
         distilled_hist = distilled_hist or dres.history
-        log(f"seed {seed}: student alone {alone_rows[-1]['test_errors']} errors, "
-            f"distilled {distilled_rows[-1]['test_errors']} errors")
+        shifted = (f" ({row['test_errors_before_bias_shift']} before the bias shift of {dres.bias_shift:g})"
+                   if "test_errors_before_bias_shift" in row else "")
+        alone_note = f"student alone {alone_rows[-1]['test_errors']} errors, " if scfg.alone else ""
+        log(f"seed {seed}: {alone_note}distilled {row['test_errors']} errors{shifted}")
 
     # 6. evaluation, results, report
     models: list[dict[str, Any]] = []
@@ -314,14 +369,16 @@ def _run_experiment(cfg: ExperimentConfig, out: Path, log: Callable[[str], None]
     models.append(dict(teacher_row, name=teacher_name, role="teacher", agreement=None, kl_to_teacher=None,
                        history=teacher_histories[0] if teacher_histories and not members else [], seeds=None, accuracy_std=None))
     student_desc = _describe(scfg.model)
-    models.append(dict(_aggregate(alone_rows, cfg.seeds), name=f"student alone ({student_desc})", role="student-alone", history=alone_hist))
+    if scfg.alone:
+        models.append(dict(_aggregate(alone_rows, cfg.seeds), name=f"student alone ({student_desc})",
+                           role="student-alone", history=alone_hist))
     models.append(dict(_aggregate(distilled_rows, cfg.seeds), name=f"student distilled ({student_desc})",
                        role="student-distilled", history=distilled_hist))
 
     err_t = teacher_row["test_errors"]
-    err_a = models[-2]["test_errors"]
     err_d = models[-1]["test_errors"]
-    closed = gap_closed(err_t, err_a, err_d)  # None when the student alone already matches the teacher
+    # None when the student alone already matches the teacher, or was not trained (student.alone false)
+    closed = gap_closed(err_t, models[-2]["test_errors"], err_d) if scfg.alone else None
 
     labels_test = data.y_test
     analysis = analyse_soft_targets(logits_test, labels_test, temperatures=(1, 4, 20), class_names=data.class_names)

@@ -108,6 +108,8 @@ from darkknowledge.errors import InputError, InputTypeError
 
 __all__ = [
     "LOSS_NAMES",
+    "apply_max_norm",
+    "max_norm_weights",
     "FitResult",
     "ResumeMismatchError",
     "TrainingDivergedError",
@@ -539,6 +541,34 @@ def clip_grad_norm(parameters: list[torch.Tensor], max_norm: float) -> None:
         torch._foreach_mul_(grads, coef)
 
 
+def max_norm_weights(model: nn.Module) -> list[torch.Tensor]:
+    """The weights a max-norm constraint applies to: every ``nn.Linear`` / ``nn.Conv1d/2d/3d`` weight but the output layer's.
+
+    The output layer is the last ``nn.Linear`` in module order (Srivastava et al. constrain the
+    incoming weights of *hidden* units). Frozen weights (``requires_grad=False``) are left alone.
+    """
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+    linears = [m for m in layers if isinstance(m, nn.Linear)]
+    output = linears[-1] if linears else None
+    return [m.weight for m in layers if m is not output and m.weight.requires_grad]
+
+
+@torch.no_grad()
+def apply_max_norm(weights: list[torch.Tensor], max_norm: float) -> None:
+    r"""Rescale in place every unit's incoming weight vector whose 2-norm exceeds ``max_norm``.
+
+    For a weight :math:`W` of shape ``(out, *fan_in)`` each row :math:`w_j` (flattened) becomes
+    :math:`w_j \cdot \min(1, c / \lVert w_j \rVert_2)`: the projection onto the ball of radius :math:`c`
+    (Srivastava et al. 2014, section 5.1). Rows already inside the ball are unchanged bit for bit.
+    """
+    for w in weights:
+        norms = torch.linalg.vector_norm(w.reshape(w.shape[0], -1), dim=1)  # (out,)
+        over = norms > max_norm
+        if bool(over.any()):
+            scale = torch.where(over, max_norm / norms, torch.ones_like(norms))  # (out,)
+            w.mul_(scale.reshape(-1, *([1] * (w.dim() - 1))))
+
+
 def _resolve_loss(loss: str | LossFn) -> tuple[str, LossFn, str]:
     """(name of the validation loss, training loss callable, name stored in the config)."""
     if callable(loss):
@@ -585,6 +615,7 @@ def fit(
     device: str | torch.device | None = None,
     amp: bool = False,
     max_grad_norm: float | None = None,
+    max_norm: float | None = None,
     augment: ImageAugment | Mapping[str, Any] | None = None,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> FitResult:
@@ -650,6 +681,11 @@ def fit(
         amp: mixed precision -- the forward pass under ``torch.autocast(dtype=torch.bfloat16)``
             (CPU or CUDA); the loss is computed from the outputs cast back to float32.
         max_grad_norm: clip the global gradient 2-norm to this before each step (``None``: no clipping).
+        max_norm: the max-norm constraint :math:`c` of Srivastava et al. (2014), Hinton's MNIST teacher
+            recipe: after every step each hidden unit's incoming weight vector (a row of an ``nn.Linear``
+            weight, a filter of an ``nn.Conv*``) is rescaled to 2-norm :math:`\\le c`; the output layer
+            (the last ``nn.Linear``) and biases are not constrained (``None``: no constraint). See
+            :func:`apply_max_norm`.
         augment: random flips and shifts of each training minibatch of images, an
             :class:`~darkknowledge.augment.ImageAugment` or its dict form ``{"hflip": True, "shift": 2}``
             (``None``: none). Drawn from the run's generator: reproducible and resumable.
@@ -719,6 +755,8 @@ def fit(
     check_positive_int("log_every", log_every)
     if max_grad_norm is not None:
         check_positive_finite("max_grad_norm", max_grad_norm)
+    if max_norm is not None:
+        check_positive_finite("max_norm", max_norm)
     augmenter = resolve_augment(augment)
     dict_input = isinstance(data.X_train, Mapping)
     if augmenter is not None:
@@ -759,6 +797,7 @@ def fit(
         "restore_best": bool(restore_best),
         "seed": seed,
         "max_grad_norm": None if max_grad_norm is None else float(max_grad_norm),
+        "max_norm": None if max_norm is None else float(max_norm),
         "augment": None if augmenter is None else augmenter.to_dict(),
         "model_spec": spec.to_dict() if hasattr(spec, "to_dict") else None,
         "num_parameters": sum(p.numel() for p in model.parameters()),
@@ -861,6 +900,7 @@ def fit(
             forward_batch = forward
         loss_takes_inputs = bool(getattr(loss_fn, "takes_inputs", False))
         trainable = [p for p in model.parameters() if p.requires_grad]
+        constrained = max_norm_weights(model) if max_norm is not None else []
         last_lr = optimizer.param_groups[0]["lr"]
         for epoch in range(start_epoch, epochs + 1):
             if result.stopped_early:
@@ -929,6 +969,8 @@ def fit(
                 if max_grad_norm is not None:
                     clip_grad_norm(trainable, max_grad_norm)
                 optimizer.step()
+                if constrained:
+                    apply_max_norm(constrained, max_norm)
                 scheduler.step()
 
                 loss_sum += step_loss

@@ -158,6 +158,7 @@ def load_npz(path: str | os.PathLike) -> Dataset:
             )
         class_names = check_class_names(path.name, [str(n) for n in names.tolist()])
         num_classes = len(class_names)
+    integer_features = np.issubdtype(arrays["X"].dtype, np.integer)  # stored pixels: dataset.scale applies
     X, y = validate_pair("X", arrays["X"], "y", arrays["y"], num_classes=num_classes, source=path.name)
     X_test = y_test = None
     if has_test[0]:
@@ -184,7 +185,8 @@ def load_npz(path: str | os.PathLike) -> Dataset:
         X_test=X_test,
         y_test=y_test,
         class_names=class_names,
-        metadata={"source": str(path), "sha256": _sha256(path), "shape": shape},
+        metadata={"source": str(path), "sha256": _sha256(path), "shape": shape,
+                  "integer_features": bool(integer_features)},
     )
 
 
