@@ -238,3 +238,15 @@ def test_run_cli_takes_a_dataset_and_a_trained_teacher(small_teacher, tmp_path, 
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["config"]["teacher"]["run_dir"] == str(teacher_dir)
     assert results["dataset"]["num_train"] == 360
+
+
+def test_a_missing_teacher_run_dir_names_the_config_key(tmp_path, capsys):
+    from darkknowledge.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("seeds: [0]\nstudent: {train: {epochs: 1}}\n")
+    assert main(["run", str(cfg), "--teacher", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
+    assert f"teacher.run_dir '{tmp_path / 'nowhere'}'" in capsys.readouterr().err
+    # the failed run left no work behind: the same command runs again without --force
+    assert main(["run", str(cfg), "--teacher", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
+    assert "--force" not in capsys.readouterr().err

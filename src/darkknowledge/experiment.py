@@ -72,7 +72,10 @@ def _train_teacher(cfg: ExperimentConfig, data: Splits, out: Path, log: Callable
         return teacher, [], []
     if t.run_dir is not None:
         log(f"teacher: loading {t.run_dir}")
-        teacher = load_model(t.run_dir)
+        try:
+            teacher = load_model(t.run_dir)
+        except (InputError, MissingFileError) as exc:  # name the config key (or --teacher), not the library's argument
+            raise type(exc)(f"teacher.run_dir {t.run_dir!r}: {exc}") from None
         spec = teacher.spec
         if tuple(spec.input_shape) != tuple(data.input_shape) or spec.num_classes != data.num_classes:
             raise InputError(
